@@ -1,0 +1,62 @@
+# multihome: make demo | make test | make lint
+# Every target sets up what it needs: Debian packages (as root), the venv,
+# the development CNI binaries and the libcni client.
+
+SHELL := /bin/bash
+PYTHON ?= /usr/bin/python3
+VENV := .venv
+PY := $(VENV)/bin/python
+BUILD := build
+CNIBIN := $(BUILD)/cni-bin
+CNITOOL := $(BUILD)/cnitool
+GOPATH_DEB := /usr/share/gocode
+PYTEST_ARGS ?=
+APT_PACKAGES := containernetworking-plugins golang-go golang-github-appc-cni-dev iproute2 \
+	iputils-ping python3-venv python3-dev
+
+.PHONY: all deps venv bin cnitool test lint demo clean
+
+all: bin cnitool
+
+# Debian packages: installed only when something is missing.
+deps: $(BUILD)/.deps
+$(BUILD)/.deps:
+	@missing=""; for p in $(APT_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
+		if [ "$$(id -u)" != 0 ]; then echo "run as root, or install:$$missing" >&2; exit 1; fi; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+	@mkdir -p $(BUILD) && touch $@
+
+venv: $(VENV)/.stamp
+$(VENV)/.stamp: pyproject.toml | $(BUILD)/.deps
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+bin: $(CNIBIN)/.stamp
+$(CNIBIN)/.stamp: $(VENV)/.stamp packaging/devbin.py lib/registry.py
+	$(PY) packaging/devbin.py --dest $(CNIBIN) --pkgroot $(BUILD)/pkgroot
+	touch $@
+
+cnitool: $(CNITOOL)
+$(CNITOOL): conformance/cnitool/main.go | $(BUILD)/.deps
+	GO111MODULE=off GOPATH=$(GOPATH_DEB) GOCACHE=$(abspath $(BUILD))/gocache \
+		go build -o $@ ./conformance/cnitool
+
+test: bin cnitool
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy lib plugins ipam packaging/devbin.py
+
+demo: bin cnitool
+	$(PY) conformance/demo.py
+
+clean:
+	rm -rf $(BUILD) dist

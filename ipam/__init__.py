@@ -1,0 +1,1 @@
+"""multihome.ipam: IPAM plugins and their lease stores."""

@@ -1,0 +1,1 @@
+"""multihome.lib: the CNI protocol core shared by every multihome plugin."""

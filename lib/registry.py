@@ -1,0 +1,25 @@
+"""Every CNI type this project serves, listed explicitly.
+
+The multicall entry point dispatches on ``basename(argv[0])`` through this
+table. Modules are named by string so that VERSION and early errors never
+import a plugin (or pydantic, pyroute2, netaddr behind it).
+"""
+
+from __future__ import annotations
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .plugin import Plugin
+
+PLUGINS: dict[str, str] = {
+    "mh-noop": "multihome.plugins.noop",
+}
+
+COMMAND = "multihome"
+
+
+def load(name: str) -> Plugin:
+    """Import the module of plugin ``name`` and return its ``PLUGIN`` object."""
+    module = __import__(PLUGINS[name], fromlist=["PLUGIN"])
+    plugin: Plugin = module.PLUGIN
+    return plugin

@@ -1,0 +1,41 @@
+"""Name checks from libcni's ``pkg/utils``, without importing ``re``."""
+
+from .errors import INVALID_CONFIG, INVALID_ENV, UNKNOWN_CONTAINER, CNIError
+
+_ALNUM = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
+_NAME_CHARS = _ALNUM | frozenset("_.-")
+MAX_IFNAME = 15
+
+
+def is_cni_name(value: str) -> bool:
+    """True for ``^[a-zA-Z0-9][a-zA-Z0-9_.\\-]*$``."""
+    return bool(value) and value[0] in _ALNUM and all(c in _NAME_CHARS for c in value)
+
+
+def container_id(value: str) -> None:
+    if not value:
+        raise CNIError(UNKNOWN_CONTAINER, "missing containerID")
+    if not is_cni_name(value):
+        raise CNIError(INVALID_ENV, "invalid characters in CNI_CONTAINERID", value[:256])
+
+
+def network_name(value: object) -> None:
+    if not value:
+        raise CNIError(INVALID_CONFIG, "missing network name")
+    if not isinstance(value, str) or not is_cni_name(value):
+        raise CNIError(INVALID_CONFIG, "invalid characters found in network name", str(value)[:256])
+
+
+def interface_name(value: str) -> None:
+    if not value:
+        raise CNIError(INVALID_ENV, "CNI_IFNAME: interface name is empty")
+    if len(value.encode("utf-8", "surrogateescape")) > MAX_IFNAME:
+        raise CNIError(
+            INVALID_ENV, "CNI_IFNAME: interface name is too long", f"at most {MAX_IFNAME} bytes"
+        )
+    if value in (".", ".."):
+        raise CNIError(INVALID_ENV, "CNI_IFNAME: interface name is . or ..")
+    if any(c in "/:" or c.isspace() or not c.isprintable() for c in value):
+        raise CNIError(
+            INVALID_ENV, "CNI_IFNAME: interface name contains /, :, whitespace or control characters"
+        )

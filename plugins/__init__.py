@@ -1,0 +1,1 @@
+"""multihome.plugins: the CNI plugins (one module per plugin family)."""

@@ -1,0 +1,121 @@
+"""Fixtures and markers. Tests that cannot run here skip with the reason printed."""
+
+from __future__ import annotations
+
+import functools
+import os
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.rig import CNIBIN, CNITOOL, REFERENCE_BIN, Cnitool, Netns, sh, unique
+
+
+@functools.cache
+def netns_unavailable() -> str:
+    """Empty when namespaces work here, else the reason they do not."""
+    if os.geteuid() != 0:
+        return "needs root for network namespaces"
+    probe = unique("mhp")
+    try:
+        proc = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
+    except FileNotFoundError:
+        return "iproute2 'ip' is not installed"
+    if proc.returncode != 0:
+        return f"cannot create a network namespace: {proc.stderr.strip()}"
+    sh("ip", "netns", "del", probe, check=False)
+    return ""
+
+
+@functools.cache
+def kernel_lacks(kind: str) -> str:
+    """Empty when the kernel can create links of ``kind``, else the reason."""
+    reason = netns_unavailable()
+    if reason:
+        return reason
+    ns = Netns(unique("mhk"))
+    try:
+        ns.ip("link", "add", "mhkm", "type", "veth", "peer", "name", "mhkp")
+        stacked = {"ipvlan": [], "macvlan": [], "vlan": ["id", "5"]}
+        if kind in stacked:
+            spec = ["link", "mhkm", "name", "mhkx", "type", kind, *stacked[kind]]
+        else:
+            spec = ["name", "mhkx", "type", kind]
+        proc = ns.ip("link", "add", *spec, check=False)
+        if proc.returncode != 0:
+            return f"kernel {os.uname().release} lacks link type {kind}: {proc.stderr.strip()}"
+        return ""
+    finally:
+        ns.delete()
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("privileged"):
+        reason = netns_unavailable()
+        if reason:
+            pytest.skip(f"privileged: {reason}")
+    for mark in item.iter_markers("needs_kernel"):
+        reason = kernel_lacks(mark.args[0])
+        if reason:
+            pytest.skip(f"needs_kernel({mark.args[0]}): {reason}; run 'make test-vm'")
+    for mark in item.iter_markers("needs_tool"):
+        path = Path(mark.args[0])
+        if not path.exists():
+            pytest.skip(f"needs_tool: {path} is missing (run 'make test', which builds/installs it)")
+
+
+@pytest.fixture
+def netns_factory() -> Iterator[Callable[[str], Netns]]:
+    made: list[Netns] = []
+
+    def make(role: str = "pod") -> Netns:
+        ns = Netns(unique(f"mh{role[:3]}"))
+        made.append(ns)
+        return ns
+
+    yield make
+    for ns in reversed(made):
+        ns.delete()
+
+
+class Topology:
+    """host (holds the master veth end "mhm0") <-> peer (holds "mhp0"), plus a pod."""
+
+    def __init__(self, make: Callable[[str], Netns]) -> None:
+        self.host = make("host")
+        self.peer = make("peer")
+        self.pod = make("pod")
+        self.master = "mhm0"
+        self.host.ip("link", "add", self.master, "type", "veth", "peer", "name", "mhp0",
+                     "netns", self.peer.name)
+        self.host.ip("link", "set", self.master, "up")
+        self.peer.ip("link", "set", "mhp0", "up")
+
+
+@pytest.fixture
+def topo(netns_factory: Callable[[str], Netns]) -> Topology:
+    return Topology(netns_factory)
+
+
+@pytest.fixture
+def cnitool(topo: Topology, tmp_path: Path) -> Cnitool:
+    if not CNITOOL.exists():
+        pytest.skip(f"needs_tool: {CNITOOL} is missing (run 'make cnitool')")
+    return Cnitool(topo.host, tmp_path / "net.d", tmp_path / "cache",
+                   f"{CNIBIN}:{REFERENCE_BIN}")
+
+
+@pytest.fixture
+def fake_ipam_dir(tmp_path: Path) -> Path:
+    """A CNI_PATH directory holding the scripted fake IPAM as ``fake-ipam``."""
+    import sys
+
+    bindir = tmp_path / "fakebin"
+    bindir.mkdir()
+    source = (Path(__file__).parent / "fake_ipam.py").read_text()
+    target = bindir / "fake-ipam"
+    target.write_text(f"#!{sys.executable}\n{source}")
+    target.chmod(0o755)
+    return bindir

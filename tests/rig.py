@@ -1,0 +1,133 @@
+"""The test rig: throwaway network namespaces, plugin and cnitool runners.
+
+Every namespace and link a test makes has a unique name and is deleted by
+name afterwards; the machine's own interfaces are never touched. Kernel
+state is always read back with ``ip -j``, never with the code under test.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+CNIBIN = ROOT / "build" / "cni-bin"
+CNITOOL = ROOT / "build" / "cnitool"
+REFERENCE_BIN = Path("/usr/lib/cni")
+VERSIONS = ("0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
+_counter = itertools.count()
+
+
+def unique(prefix: str) -> str:
+    """A name unique to this test process: ``<prefix><pid><n>``, at most 15 chars."""
+    name = f"{prefix}{os.getpid() % 100000}x{next(_counter)}"
+    assert len(name) <= 15, name
+    return name
+
+
+def sh(*cmd: str, check: bool = True, **kw: Any) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(list(cmd), capture_output=True, text=True, check=False, **kw)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr.strip()}")
+    return proc
+
+
+class Netns:
+    """A named namespace made with ``ip netns add``."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.path = f"/run/netns/{name}"
+        sh("ip", "netns", "add", name)
+        self.ip("link", "set", "lo", "up")
+
+    def ip(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return sh("ip", "-n", self.name, *args, check=check)
+
+    def ipj(self, *args: str) -> Any:
+        out = sh("ip", "-j", "-n", self.name, *args).stdout
+        return json.loads(out) if out.strip() else []
+
+    def exec(self, *cmd: str, check: bool = True, **kw: Any) -> subprocess.CompletedProcess[str]:
+        return sh("ip", "netns", "exec", self.name, *cmd, check=check, **kw)
+
+    def links(self) -> list[str]:
+        return [link["ifname"] for link in self.ipj("link", "show")]
+
+    def delete(self) -> None:
+        sh("ip", "netns", "del", self.name, check=False)
+
+
+def plugin_env(command: str, **extra: str) -> dict[str, str]:
+    env = {"CNI_COMMAND": command, "CNI_PATH": str(CNIBIN), "PATH": os.environ.get("PATH", "")}
+    env.update(extra)
+    return env
+
+
+def run_plugin(
+    name: str, env: dict[str, str], stdin: bytes | str | dict[str, Any] = b"",
+    bindir: Path = CNIBIN, netns: Netns | None = None,
+) -> subprocess.CompletedProcess[bytes]:
+    """Exec a plugin binary as a runtime would; optionally from inside ``netns``."""
+    if isinstance(stdin, dict):
+        stdin = json.dumps(stdin)
+    if isinstance(stdin, str):
+        stdin = stdin.encode()
+    cmd = [str(bindir / name)]
+    if netns is not None:
+        cmd = ["ip", "netns", "exec", netns.name, *cmd]
+    return subprocess.run(cmd, input=stdin, env=env, capture_output=True, check=False, timeout=60)
+
+
+def one_json(out: bytes) -> Any:
+    """Stdout must hold exactly one JSON document."""
+    text = out.decode()
+    doc, end = json.JSONDecoder().raw_decode(text.lstrip())
+    assert not text.lstrip()[end:].strip(), f"extra output after the JSON document: {text!r}"
+    return doc
+
+
+class Cnitool:
+    """Runs build/cnitool (libcni) from inside the "host" namespace."""
+
+    def __init__(self, host: Netns, confdir: Path, cachedir: Path, cni_path: str) -> None:
+        self.host = host
+        self.confdir = confdir
+        self.cachedir = cachedir
+        self.cni_path = cni_path
+        confdir.mkdir(parents=True, exist_ok=True)
+
+    def write(self, conflist: dict[str, Any], filename: str | None = None) -> str:
+        name = conflist["name"]
+        ext = "conflist" if "plugins" in conflist else "conf"
+        (self.confdir / (filename or f"{name}.{ext}")).write_text(json.dumps(conflist, indent=1))
+        return str(name)
+
+    def run(
+        self, cmd: str, network: str, pod: Netns | str, ifname: str = "net1",
+        args: str = "", cap_args: dict[str, Any] | None = None, container_id: str = "",
+    ) -> subprocess.CompletedProcess[str]:
+        env = {
+            "PATH": os.environ.get("PATH", ""),
+            "NETCONFPATH": str(self.confdir),
+            "CNI_PATH": self.cni_path,
+            "CNI_CACHE_DIR": str(self.cachedir),
+            "CNI_IFNAME": ifname,
+        }
+        if args:
+            env["CNI_ARGS"] = args
+        if cap_args is not None:
+            env["CAP_ARGS"] = json.dumps(cap_args)
+        if container_id:
+            env["CNI_CONTAINERID"] = container_id
+        path = pod.path if isinstance(pod, Netns) else pod
+        return self.host.exec(str(CNITOOL), cmd, network, path, check=False, env=env)
+
+
+def have(tool: str) -> bool:
+    return shutil.which(tool) is not None or Path(tool).exists()
