@@ -50,10 +50,13 @@ $(CNITOOL): conformance/cnitool/main.go | $(BUILD)/.deps
 test: bin cnitool
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-lint: venv
+# mypy sees the package as installed (multihome.*) through build/pkgroot.
+lint: bin
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy lib plugins ipam packaging/devbin.py
+	MYPYPATH=$(BUILD)/pkgroot $(VENV)/bin/mypy -p multihome.lib -p multihome.plugins \
+		-p multihome.ipam
+	MYPYPATH=$(BUILD)/pkgroot $(VENV)/bin/mypy packaging/devbin.py conformance/demo.py
 
 demo: bin cnitool
 	$(PY) conformance/demo.py

@@ -25,9 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="multihome CNI plugins: secondary pod interfaces on VLANs, with routing.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.add_parser("version", help="print the version and the CNI spec versions served").set_defaults(
-        func=_cmd_version
-    )
+    sub.add_parser(
+        "version", help="print the version and the CNI spec versions served"
+    ).set_defaults(func=_cmd_version)
     sub.add_parser("plugins", help="list the CNI types this build provides").set_defaults(
         func=_cmd_plugins
     )

@@ -54,9 +54,7 @@ def child_env(env: Mapping[str, str], command: str) -> dict[str, str]:
 def _run(binary: str, env: dict[str, str], stdin: bytes) -> subprocess.CompletedProcess[bytes]:
     for attempt in range(_EXEC_RETRIES):
         try:
-            return subprocess.run(
-                [binary], input=stdin, env=env, capture_output=True, check=False
-            )
+            return subprocess.run([binary], input=stdin, env=env, capture_output=True, check=False)
         except OSError as exc:
             if exc.errno != errno.ETXTBSY or attempt == _EXEC_RETRIES - 1:
                 raise CNIError(DELEGATE_FAILED, f"cannot run {binary}: {exc.strerror}") from None
@@ -72,8 +70,9 @@ def _error_from(proc: subprocess.CompletedProcess[bytes], binary: str) -> CNIErr
     if isinstance(doc, dict) and isinstance(doc.get("code"), int):
         return CNIError(int(doc["code"]), str(doc.get("msg", "")), str(doc.get("details", "")))
     stderr = proc.stderr.decode("utf-8", "replace").strip()
-    return CNIError(DELEGATE_FAILED, f"netplugin failed: {binary}: exit {proc.returncode}",
-                    stderr[-2000:])
+    return CNIError(
+        DELEGATE_FAILED, f"netplugin failed: {binary}: exit {proc.returncode}", stderr[-2000:]
+    )
 
 
 def invoke(plugin_type: str, command: str, req: Request) -> bytes:
@@ -117,5 +116,6 @@ def status(plugin_type: str, req: Request) -> None:
     except CNIError as exc:
         if exc.code in (50, 51):
             raise
-        raise CNIError(NOT_AVAILABLE, f"IPAM plugin {plugin_type} is not available: {exc.msg}",
-                       exc.details) from None
+        raise CNIError(
+            NOT_AVAILABLE, f"IPAM plugin {plugin_type} is not available: {exc.msg}", exc.details
+        ) from None

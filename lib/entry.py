@@ -37,5 +37,5 @@ def main() -> None:
         sys.stderr.flush()
     view = memoryview(out)
     while view:
-        view = view[os.write(1, view):]
+        view = view[os.write(1, view) :]
     sys.exit(code)

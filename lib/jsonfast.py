@@ -28,7 +28,7 @@ class _Context:
     memo: dict[str, str] = {}
 
 
-_scan = _json.make_scanner(_Context())
+_scan = _json.make_scanner(_Context())  # type: ignore[arg-type]  # reads only the attributes
 _WS = " \t\n\r"
 
 

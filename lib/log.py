@@ -16,13 +16,12 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 _sinks: list[Callable[[str], object]] = [sys.stderr.write]
-_prefix = "multihome"
+_prefix = ["multihome"]
 
 
 def configure(prefix: str, log_file: str = "", to_stderr: bool = True) -> None:
     """Set the message prefix and where messages go."""
-    global _prefix
-    _prefix = prefix
+    _prefix[0] = prefix
     _sinks.clear()
     if to_stderr:
         _sinks.append(sys.stderr.write)
@@ -33,9 +32,9 @@ def configure(prefix: str, log_file: str = "", to_stderr: bool = True) -> None:
 
 def log(msg: str) -> None:
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
-    line = f"{stamp} {_prefix}[{os.getpid()}]: {msg}\n"
+    line = f"{stamp} {_prefix[0]}[{os.getpid()}]: {msg}\n"
     for sink in _sinks:
-        try:
+        try:  # noqa: SIM105 - contextlib is not loaded on the lean path
             sink(line)
         except OSError:
             pass  # a log that cannot be written must not fail the plugin

@@ -55,9 +55,7 @@ StrictNetwork = Annotated[IPNetwork, BeforeValidator(_strict_network), _as_str]
 
 
 class Model(BaseModel):
-    model_config = ConfigDict(
-        extra="ignore", populate_by_name=True, arbitrary_types_allowed=True
-    )
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, arbitrary_types_allowed=True)
 
 
 def describe(exc: ValidationError, prefix: str = "") -> str:

@@ -37,6 +37,7 @@ class Request:
         plugin_name: str,
         env: Mapping[str, str],
         stdin: bytes,
+        *,
         conf: dict[str, object],
         cni_version: str,
         args: dict[str, str],
@@ -96,6 +97,8 @@ class Request:
                 pairs = []
                 for item in items:
                     if isinstance(item, dict):
-                        pairs.append((str(item.get("containerID", "")), str(item.get("ifname", ""))))
+                        pairs.append(
+                            (str(item.get("containerID", "")), str(item.get("ifname", "")))
+                        )
                 return pairs
         return None

@@ -76,7 +76,9 @@ def _decode_config(stdin: bytes) -> dict[str, object]:
     try:
         conf = jsonfast.loads(stdin)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise CNIError(DECODING_FAILURE, "error decoding network config from stdin", str(exc)) from None
+        raise CNIError(
+            DECODING_FAILURE, "error decoding network config from stdin", str(exc)
+        ) from None
     if not isinstance(conf, dict):
         raise CNIError(DECODING_FAILURE, "network config must be a JSON object")
     return conf
@@ -99,7 +101,8 @@ def _check_command_allowed(command: str, version: str) -> None:
     floor = MIN_CONFIG_VERSION.get(command)
     if floor and not versions.at_least(version, floor):
         raise CNIError(
-            INCOMPATIBLE_VERSION, f"config version {version} does not allow {command}",
+            INCOMPATIBLE_VERSION,
+            f"config version {version} does not allow {command}",
             f"{command} needs cniVersion {floor} or later",
         )
 
@@ -112,7 +115,9 @@ def _check_netns(path: str, env: Mapping[str, str]) -> None:
     except FileNotFoundError:
         raise CNIError(UNKNOWN_CONTAINER, f"CNI_NETNS {path!r} does not exist") from None
     except OSError as exc:
-        raise CNIError(INVALID_NETNS, f"CNI_NETNS {path!r} cannot be read: {exc.strerror}") from None
+        raise CNIError(
+            INVALID_NETNS, f"CNI_NETNS {path!r} cannot be read: {exc.strerror}"
+        ) from None
     if target.st_dev != own.st_dev:
         raise CNIError(INVALID_NETNS, f"CNI_NETNS {path!r} is not a network namespace")
     override = env.get("CNI_NETNS_OVERRIDE", "").lower() in ("1", "true")
@@ -145,8 +150,11 @@ def _dispatch(plugin_name: str, env: Mapping[str, str], stdin: bytes, state: lis
     command = env.get("CNI_COMMAND", "")
     _check_env(command, env)
     if plugin_name not in registry.PLUGINS:
-        raise CNIError(PLUGIN_NOT_FOUND, f"multihome has no plugin named {plugin_name!r}",
-                       f"known: {', '.join(sorted(registry.PLUGINS))}")
+        raise CNIError(
+            PLUGIN_NOT_FOUND,
+            f"multihome has no plugin named {plugin_name!r}",
+            f"known: {', '.join(sorted(registry.PLUGINS))}",
+        )
     if command == "VERSION":
         return _encode(version_document())
     conf = _decode_config(stdin)
@@ -162,7 +170,9 @@ def _dispatch(plugin_name: str, env: Mapping[str, str], stdin: bytes, state: lis
     args = cniargs.parse(env.get("CNI_ARGS", ""), plugin.cni_args)
     from .request import Request
 
-    return _call(plugin, Request(plugin_name, env, stdin, conf, version, args))
+    return _call(
+        plugin, Request(plugin_name, env, stdin, conf=conf, cni_version=version, args=args)
+    )
 
 
 def run(plugin_name: str, env: Mapping[str, str], stdin: bytes) -> Reply:
@@ -177,7 +187,9 @@ def run(plugin_name: str, env: Mapping[str, str], stdin: bytes) -> Reply:
     except Exception as exc:  # the one place an unexpected error is caught
         import traceback
 
-        log(f"internal error in {plugin_name} {env.get('CNI_COMMAND')}: "
-            + "".join(traceback.format_exception(exc)))
+        log(
+            f"internal error in {plugin_name} {env.get('CNI_COMMAND')}: "
+            + "".join(traceback.format_exception(exc))
+        )
         error = CNIError(INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
         return _encode(error.to_dict(state[0])), 1, ""

@@ -37,5 +37,6 @@ def interface_name(value: str) -> None:
         raise CNIError(INVALID_ENV, "CNI_IFNAME: interface name is . or ..")
     if any(c in "/:" or c.isspace() or not c.isprintable() for c in value):
         raise CNIError(
-            INVALID_ENV, "CNI_IFNAME: interface name contains /, :, whitespace or control characters"
+            INVALID_ENV,
+            "CNI_IFNAME: interface name contains /, :, whitespace or control characters",
         )

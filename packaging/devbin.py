@@ -60,7 +60,7 @@ def main() -> int:
     args = parser.parse_args()
     sys.path.insert(0, str(args.pkgroot))
     build(args.dest, args.pkgroot.resolve(), sys.executable, [])
-    from multihome.lib import registry  # importable now through the symlink tree
+    from multihome.lib import registry  # noqa: PLC0415 - importable only after build()
 
     names = [*registry.PLUGINS, registry.COMMAND]
     build(args.dest, args.pkgroot.resolve(), sys.executable, names)

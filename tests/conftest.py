@@ -20,7 +20,9 @@ def netns_unavailable() -> str:
         return "needs root for network namespaces"
     probe = unique("mhp")
     try:
-        proc = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
+        proc = subprocess.run(
+            ["ip", "netns", "add", probe], capture_output=True, text=True, check=False
+        )
     except FileNotFoundError:
         return "iproute2 'ip' is not installed"
     if proc.returncode != 0:
@@ -63,7 +65,9 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     for mark in item.iter_markers("needs_tool"):
         path = Path(mark.args[0])
         if not path.exists():
-            pytest.skip(f"needs_tool: {path} is missing (run 'make test', which builds/installs it)")
+            pytest.skip(
+                f"needs_tool: {path} is missing (run 'make test', which builds/installs it)"
+            )
 
 
 @pytest.fixture
@@ -88,8 +92,18 @@ class Topology:
         self.peer = make("peer")
         self.pod = make("pod")
         self.master = "mhm0"
-        self.host.ip("link", "add", self.master, "type", "veth", "peer", "name", "mhp0",
-                     "netns", self.peer.name)
+        self.host.ip(
+            "link",
+            "add",
+            self.master,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "mhp0",
+            "netns",
+            self.peer.name,
+        )
         self.host.ip("link", "set", self.master, "up")
         self.peer.ip("link", "set", "mhp0", "up")
 
@@ -103,8 +117,7 @@ def topo(netns_factory: Callable[[str], Netns]) -> Topology:
 def cnitool(topo: Topology, tmp_path: Path) -> Cnitool:
     if not CNITOOL.exists():
         pytest.skip(f"needs_tool: {CNITOOL} is missing (run 'make cnitool')")
-    return Cnitool(topo.host, tmp_path / "net.d", tmp_path / "cache",
-                   f"{CNIBIN}:{REFERENCE_BIN}")
+    return Cnitool(topo.host, tmp_path / "net.d", tmp_path / "cache", f"{CNIBIN}:{REFERENCE_BIN}")
 
 
 @pytest.fixture

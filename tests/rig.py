@@ -70,8 +70,11 @@ def plugin_env(command: str, **extra: str) -> dict[str, str]:
 
 
 def run_plugin(
-    name: str, env: dict[str, str], stdin: bytes | str | dict[str, Any] = b"",
-    bindir: Path = CNIBIN, netns: Netns | None = None,
+    name: str,
+    env: dict[str, str],
+    stdin: bytes | str | dict[str, Any] = b"",
+    bindir: Path = CNIBIN,
+    netns: Netns | None = None,
 ) -> subprocess.CompletedProcess[bytes]:
     """Exec a plugin binary as a runtime would; optionally from inside ``netns``."""
     if isinstance(stdin, dict):
@@ -109,8 +112,15 @@ class Cnitool:
         return str(name)
 
     def run(
-        self, cmd: str, network: str, pod: Netns | str, ifname: str = "net1",
-        args: str = "", cap_args: dict[str, Any] | None = None, container_id: str = "",
+        self,
+        cmd: str,
+        network: str,
+        pod: Netns | str,
+        *,
+        ifname: str = "net1",
+        args: str = "",
+        cap_args: dict[str, Any] | None = None,
+        container_id: str = "",
     ) -> subprocess.CompletedProcess[str]:
         env = {
             "PATH": os.environ.get("PATH", ""),

@@ -38,48 +38,56 @@ def _dns(dns: Any) -> None:
     assert isinstance(dns, dict) and set(dns) <= DNS_KEYS, dns
 
 
+def _check_legacy(doc: dict[str, Any]) -> None:
+    assert set(doc) <= {"cniVersion", "ip4", "ip6", "dns"}, doc
+    assert "ip4" in doc or "ip6" in doc, "0.2.0 results need an IP"
+    for key, family in (("ip4", 4), ("ip6", 6)):
+        if key not in doc:
+            continue
+        block = doc[key]
+        assert set(block) <= {"ip", "gateway", "routes"}, block
+        _cidr(block["ip"])
+        assert ipaddress.ip_interface(block["ip"]).version == family
+        if "gateway" in block:
+            _ip(block["gateway"])
+        for route in block.get("routes", []):
+            _route(route, ROUTE_KEYS)
+
+
+def _check_ip(ip: Any, version: str, n_interfaces: int) -> None:
+    if version in WITH_IP_VERSION:
+        assert ip.get("version") in ("4", "6"), ip
+        assert ipaddress.ip_interface(ip["address"]).version == int(ip["version"])
+    else:
+        assert "version" not in ip, ip
+    assert set(ip) <= {"version", "address", "gateway", "interface"}, ip
+    _cidr(ip["address"])
+    if "gateway" in ip:
+        _ip(ip["gateway"])
+    if "interface" in ip:
+        assert isinstance(ip["interface"], int)
+        assert 0 <= ip["interface"] < n_interfaces, ip
+
+
 def check_result(doc: Any, version: str) -> None:
     """Assert ``doc`` is a well-formed result of CNI ``version``."""
     assert isinstance(doc, dict), doc
     assert doc.get("cniVersion") == version, (doc.get("cniVersion"), version)
+    if "dns" in doc:
+        _dns(doc["dns"])
     if version in LEGACY:
-        assert set(doc) <= {"cniVersion", "ip4", "ip6", "dns"}, doc
-        assert "ip4" in doc or "ip6" in doc, "0.2.0 results need an IP"
-        for key, family in (("ip4", 4), ("ip6", 6)):
-            if key in doc:
-                block = doc[key]
-                assert set(block) <= {"ip", "gateway", "routes"}, block
-                _cidr(block["ip"])
-                assert ipaddress.ip_interface(block["ip"]).version == family
-                if "gateway" in block:
-                    _ip(block["gateway"])
-                for route in block.get("routes", []):
-                    _route(route, ROUTE_KEYS)
-        if "dns" in doc:
-            _dns(doc["dns"])
+        _check_legacy(doc)
         return
     v11 = version == "1.1.0"
     assert set(doc) <= {"cniVersion", "interfaces", "ips", "routes", "dns"}, doc
-    for iface in doc.get("interfaces", []):
+    interfaces = doc.get("interfaces", [])
+    for iface in interfaces:
         assert isinstance(iface, dict) and "name" in iface, iface
         assert set(iface) <= (IFACE_KEYS_11 if v11 else IFACE_KEYS), iface
     for ip in doc.get("ips", []):
-        if version in WITH_IP_VERSION:
-            assert ip.get("version") in ("4", "6"), ip
-            assert ipaddress.ip_interface(ip["address"]).version == int(ip["version"])
-        else:
-            assert "version" not in ip, ip
-        assert set(ip) <= {"version", "address", "gateway", "interface"}, ip
-        _cidr(ip["address"])
-        if "gateway" in ip:
-            _ip(ip["gateway"])
-        if "interface" in ip:
-            assert isinstance(ip["interface"], int)
-            assert 0 <= ip["interface"] < len(doc.get("interfaces", [])), ip
+        _check_ip(ip, version, len(interfaces))
     for route in doc.get("routes", []):
         _route(route, ROUTE_KEYS_11 if v11 else ROUTE_KEYS)
-    if "dns" in doc:
-        _dns(doc["dns"])
 
 
 def check_error(doc: Any, code: int | None = None) -> None:

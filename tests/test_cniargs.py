@@ -1,7 +1,6 @@
 """CNI_ARGS parsing: libcni's LoadArgs rules, plus Multus's comma list."""
 
 import pytest
-
 from multihome.lib import cniargs
 from multihome.lib.errors import CNIError
 
@@ -20,8 +19,10 @@ def test_pairs_are_split() -> None:
 
 
 def test_multus_args_with_ignore_unknown() -> None:
-    raw = ("IgnoreUnknown=true;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-0;"
-           "K8S_POD_INFRA_CONTAINER_ID=abc123;K8S_POD_UID=1234;SOMETHING_NEW=1")
+    raw = (
+        "IgnoreUnknown=true;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-0;"
+        "K8S_POD_INFRA_CONTAINER_ID=abc123;K8S_POD_UID=1234;SOMETHING_NEW=1"
+    )
     args = cniargs.parse(raw, IP_KEYS)
     assert args["K8S_POD_NAME"] == "web-0"
     assert args["SOMETHING_NEW"] == "1"

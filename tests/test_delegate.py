@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from multihome.lib import delegate
+
 from tests.rig import CNIBIN, Netns, one_json, plugin_env, run_plugin
 from tests.shapes import check_error, check_result
 
@@ -21,19 +21,33 @@ def pod(netns_factory: Callable[[str], Netns]) -> Netns:
     return netns_factory("pod")
 
 
-def add(pod: Netns, fake: Path, ipam: dict[str, Any], version: str = "1.0.0",
-        **env: str) -> tuple[Any, int, bytes]:
-    conf = {"cniVersion": version, "name": "delnet", "type": "mh-noop",
-            "ipam": {"type": "fake-ipam", **ipam}, "futureKey": {"kept": [1, 2]}}
-    full = plugin_env("ADD", CNI_CONTAINERID="ctr-d", CNI_NETNS=pod.path, CNI_IFNAME="net1",
-                      CNI_PATH=f"{CNIBIN}:{fake}", **env)
+def add(
+    pod: Netns, fake: Path, ipam: dict[str, Any], version: str = "1.0.0", **env: str
+) -> tuple[Any, int, bytes]:
+    conf = {
+        "cniVersion": version,
+        "name": "delnet",
+        "type": "mh-noop",
+        "ipam": {"type": "fake-ipam", **ipam},
+        "futureKey": {"kept": [1, 2]},
+    }
+    full = plugin_env(
+        "ADD",
+        CNI_CONTAINERID="ctr-d",
+        CNI_NETNS=pod.path,
+        CNI_IFNAME="net1",
+        CNI_PATH=f"{CNIBIN}:{fake}",
+        **env,
+    )
     proc = run_plugin("mh-noop", full, json.dumps(conf, indent=3).encode())
     return one_json(proc.stdout), proc.returncode, proc.stderr
 
 
 def test_result_is_parsed_and_converted(pod: Netns, fake_ipam_dir: Path) -> None:
-    result = {"cniVersion": "0.3.1", "ips": [{"version": "4", "address": "10.7.0.9/16",
-                                              "gateway": "10.7.0.1"}]}
+    result = {
+        "cniVersion": "0.3.1",
+        "ips": [{"version": "4", "address": "10.7.0.9/16", "gateway": "10.7.0.1"}],
+    }
     doc, code, _ = add(pod, fake_ipam_dir, {"result": result})
     assert code == 0
     check_result(doc, "1.0.0")
@@ -42,9 +56,16 @@ def test_result_is_parsed_and_converted(pod: Netns, fake_ipam_dir: Path) -> None
 
 def test_same_env_and_verbatim_stdin(pod: Netns, fake_ipam_dir: Path, tmp_path: Path) -> None:
     rec = tmp_path / "rec"
-    add(pod, fake_ipam_dir, {"record": str(rec)}, CNI_ARGS="IgnoreUnknown=1;K8S_POD_NAME=p",
-        LD_LIBRARY_PATH="/bundle/_internal", LD_LIBRARY_PATH_ORIG="/orig",
-        _PYI_ARCHIVE_FILE="/bundle/x", _PYI_PARENT_PROCESS_LEVEL="1")
+    add(
+        pod,
+        fake_ipam_dir,
+        {"record": str(rec)},
+        CNI_ARGS="IgnoreUnknown=1;K8S_POD_NAME=p",
+        LD_LIBRARY_PATH="/bundle/_internal",
+        LD_LIBRARY_PATH_ORIG="/orig",
+        _PYI_ARCHIVE_FILE="/bundle/x",
+        _PYI_PARENT_PROCESS_LEVEL="1",
+    )
     seen = json.loads(rec.read_text())
     assert seen["command"] == "ADD"
     env = seen["env"]
@@ -73,8 +94,13 @@ def test_crash_without_json_reports_stderr(pod: Netns, fake_ipam_dir: Path) -> N
 
 def test_missing_ipam_binary(pod: Netns, fake_ipam_dir: Path) -> None:
     conf = {"cniVersion": "1.0.0", "name": "n", "type": "mh-noop", "ipam": {"type": "nope-ipam"}}
-    full = plugin_env("ADD", CNI_CONTAINERID="c", CNI_NETNS=pod.path, CNI_IFNAME="net1",
-                      CNI_PATH=str(fake_ipam_dir))
+    full = plugin_env(
+        "ADD",
+        CNI_CONTAINERID="c",
+        CNI_NETNS=pod.path,
+        CNI_IFNAME="net1",
+        CNI_PATH=str(fake_ipam_dir),
+    )
     doc = one_json(run_plugin("mh-noop", full, conf).stdout)
     check_error(doc, 100)
     assert "nope-ipam" in doc["msg"]
@@ -83,14 +109,23 @@ def test_missing_ipam_binary(pod: Netns, fake_ipam_dir: Path) -> None:
 @pytest.mark.parametrize("bad", ["../fake-ipam", "/bin/sh", "a b"])
 def test_ipam_type_cannot_be_a_path(bad: str, pod: Netns, fake_ipam_dir: Path) -> None:
     conf = {"cniVersion": "1.0.0", "name": "n", "type": "mh-noop", "ipam": {"type": bad}}
-    full = plugin_env("ADD", CNI_CONTAINERID="c", CNI_NETNS=pod.path, CNI_IFNAME="net1",
-                      CNI_PATH=str(fake_ipam_dir))
+    full = plugin_env(
+        "ADD",
+        CNI_CONTAINERID="c",
+        CNI_NETNS=pod.path,
+        CNI_IFNAME="net1",
+        CNI_PATH=str(fake_ipam_dir),
+    )
     check_error(one_json(run_plugin("mh-noop", full, conf).stdout), 7)
 
 
 def test_status_failure_becomes_code_50(fake_ipam_dir: Path) -> None:
-    conf = {"cniVersion": "1.1.0", "name": "n", "type": "mh-noop",
-            "ipam": {"type": "fake-ipam", "error": {"code": 5, "msg": "disk gone"}}}
+    conf = {
+        "cniVersion": "1.1.0",
+        "name": "n",
+        "type": "mh-noop",
+        "ipam": {"type": "fake-ipam", "error": {"code": 5, "msg": "disk gone"}},
+    }
     proc = run_plugin("mh-noop", plugin_env("STATUS", CNI_PATH=str(fake_ipam_dir)), conf)
     doc = one_json(proc.stdout)
     check_error(doc, 50)

@@ -21,16 +21,23 @@ pytestmark = pytest.mark.needs_tool(str(CNIBIN / "mh-noop"))
 
 IPAM_RESULT = {
     "cniVersion": "1.1.0",
-    "ips": [{"address": "10.88.0.5/24", "gateway": "10.88.0.1"},
-            {"address": "2001:db8:88::5/64", "gateway": "2001:db8:88::1"}],
+    "ips": [
+        {"address": "10.88.0.5/24", "gateway": "10.88.0.1"},
+        {"address": "2001:db8:88::5/64", "gateway": "2001:db8:88::1"},
+    ],
     "routes": [{"dst": "0.0.0.0/0"}, {"dst": "::/0"}],
     "dns": {"nameservers": ["10.88.0.53"]},
 }
 
 
 def netconf(version: str, record: Path, **extra: Any) -> dict[str, Any]:
-    return {"cniVersion": version, "name": "protonet", "type": "mh-noop",
-            "ipam": {"type": "fake-ipam", "record": str(record), "result": IPAM_RESULT}, **extra}
+    return {
+        "cniVersion": version,
+        "name": "protonet",
+        "type": "mh-noop",
+        "ipam": {"type": "fake-ipam", "record": str(record), "result": IPAM_RESULT},
+        **extra,
+    }
 
 
 @pytest.fixture
@@ -39,8 +46,13 @@ def pod(netns_factory: Callable[[str], Netns]) -> Netns:
 
 
 def env_for(command: str, pod: Netns, fake: Path) -> dict[str, str]:
-    return plugin_env(command, CNI_CONTAINERID="ctr-proto", CNI_NETNS=pod.path,
-                      CNI_IFNAME="net1", CNI_PATH=f"{CNIBIN}:{fake}")
+    return plugin_env(
+        command,
+        CNI_CONTAINERID="ctr-proto",
+        CNI_NETNS=pod.path,
+        CNI_IFNAME="net1",
+        CNI_PATH=f"{CNIBIN}:{fake}",
+    )
 
 
 def records(path: Path) -> list[dict[str, Any]]:
@@ -69,10 +81,14 @@ def test_add(version: str, pod: Netns, fake_ipam_dir: Path, tmp_path: Path) -> N
 
 @pytest.mark.privileged
 @pytest.mark.parametrize("version", [v for v in VERSIONS if v >= "0.3.0"])
-def test_add_chained_passes_prev_result(version: str, pod: Netns, fake_ipam_dir: Path,
-                                        tmp_path: Path) -> None:
-    prev = {"cniVersion": version, "interfaces": [{"name": "net1", "sandbox": pod.path}],
-            "ips": [{"address": "192.0.2.7/24", "interface": 0}]}
+def test_add_chained_passes_prev_result(
+    version: str, pod: Netns, fake_ipam_dir: Path, tmp_path: Path
+) -> None:
+    prev = {
+        "cniVersion": version,
+        "interfaces": [{"name": "net1", "sandbox": pod.path}],
+        "ips": [{"address": "192.0.2.7/24", "interface": 0}],
+    }
     if version < "1.0.0":
         prev["ips"][0]["version"] = "4"
     conf = {"cniVersion": version, "name": "protonet", "type": "mh-noop", "prevResult": prev}
@@ -96,8 +112,18 @@ def test_del(version: str, pod: Netns, fake_ipam_dir: Path, tmp_path: Path) -> N
 @pytest.mark.privileged
 @pytest.mark.parametrize("version", VERSIONS)
 def test_check(version: str, pod: Netns, fake_ipam_dir: Path, tmp_path: Path) -> None:
-    conf = netconf(version, tmp_path / "rec", prevResult={"cniVersion": version, **(
-        {"ip4": {"ip": "10.88.0.5/24"}} if version < "0.3.0" else {"ips": [{"address": "10.88.0.5/24"}]})})
+    conf = netconf(
+        version,
+        tmp_path / "rec",
+        prevResult={
+            "cniVersion": version,
+            **(
+                {"ip4": {"ip": "10.88.0.5/24"}}
+                if version < "0.3.0"
+                else {"ips": [{"address": "10.88.0.5/24"}]}
+            ),
+        },
+    )
     proc = run_plugin("mh-noop", env_for("CHECK", pod, fake_ipam_dir), conf)
     if version < "0.4.0":
         assert proc.returncode != 0
@@ -128,12 +154,26 @@ def test_status_and_gc(command: str, version: str, fake_ipam_dir: Path, tmp_path
         ({"CNI_COMMAND": "ADD"}, b"{}", 4),
         ({"CNI_COMMAND": "DEL", "CNI_CONTAINERID": "c", "CNI_IFNAME": "net1"}, b"{}", 4),
         ({"CNI_COMMAND": "BOGUS"}, b"{}", 4),
-        ({"CNI_COMMAND": "DEL", "CNI_CONTAINERID": "c", "CNI_IFNAME": "net1", "CNI_PATH": "/x"},
-         b"{not json", 6),
-        ({"CNI_COMMAND": "DEL", "CNI_CONTAINERID": "c", "CNI_IFNAME": "net1", "CNI_PATH": "/x"},
-         b'{"cniVersion":"7.0.0","name":"n","type":"mh-noop"}', 1),
-        ({"CNI_COMMAND": "DEL", "CNI_CONTAINERID": "c", "CNI_IFNAME": "net1/x", "CNI_PATH": "/x"},
-         b'{"cniVersion":"1.0.0","name":"n","type":"mh-noop"}', 4),
+        (
+            {"CNI_COMMAND": "DEL", "CNI_CONTAINERID": "c", "CNI_IFNAME": "net1", "CNI_PATH": "/x"},
+            b"{not json",
+            6,
+        ),
+        (
+            {"CNI_COMMAND": "DEL", "CNI_CONTAINERID": "c", "CNI_IFNAME": "net1", "CNI_PATH": "/x"},
+            b'{"cniVersion":"7.0.0","name":"n","type":"mh-noop"}',
+            1,
+        ),
+        (
+            {
+                "CNI_COMMAND": "DEL",
+                "CNI_CONTAINERID": "c",
+                "CNI_IFNAME": "net1/x",
+                "CNI_PATH": "/x",
+            },
+            b'{"cniVersion":"1.0.0","name":"n","type":"mh-noop"}',
+            4,
+        ),
     ],
 )
 def test_errors_are_one_json_document(env: dict[str, str], stdin: bytes, code: int) -> None:

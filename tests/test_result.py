@@ -6,9 +6,9 @@ import json
 from typing import Any
 
 import pytest
-
 from multihome.lib import result as res
 from multihome.lib.errors import CNIError
+
 from tests.rig import VERSIONS
 from tests.shapes import check_result
 
@@ -16,7 +16,12 @@ FULL_110: dict[str, Any] = {
     "cniVersion": "1.1.0",
     "interfaces": [
         {"name": "net1", "mac": "c2:11:22:33:44:55", "mtu": 1400, "sandbox": "/run/netns/x"},
-        {"name": "mhm0", "mac": "c2:11:22:33:44:66", "socketPath": "/run/x.sock", "pciID": "0000:00:1f.0"},
+        {
+            "name": "mhm0",
+            "mac": "c2:11:22:33:44:66",
+            "socketPath": "/run/x.sock",
+            "pciID": "0000:00:1f.0",
+        },
     ],
     "ips": [
         {"address": "203.0.113.10/24", "gateway": "203.0.113.1", "interface": 0},
@@ -28,8 +33,12 @@ FULL_110: dict[str, Any] = {
         {"dst": "192.169.0.0/16", "mtu": 1300, "advmss": 1260, "scope": 0},
         {"dst": "::/0", "gw": "2001:db8:200::1"},
     ],
-    "dns": {"nameservers": ["203.0.113.53"], "domain": "example.org", "search": ["a.example"],
-            "options": ["ndots:2"]},
+    "dns": {
+        "nameservers": ["203.0.113.53"],
+        "domain": "example.org",
+        "search": ["a.example"],
+        "options": ["ndots:2"],
+    },
 }
 
 
@@ -46,7 +55,11 @@ def test_110_keeps_everything() -> None:
 
 def test_100_drops_11_fields() -> None:
     doc = res.to_wire(res.from_wire(FULL_110, "1.1.0"), "1.0.0")
-    assert doc["interfaces"][0] == {"name": "net1", "mac": "c2:11:22:33:44:55", "sandbox": "/run/netns/x"}
+    assert doc["interfaces"][0] == {
+        "name": "net1",
+        "mac": "c2:11:22:33:44:55",
+        "sandbox": "/run/netns/x",
+    }
     assert doc["routes"][0] == {"dst": "0.0.0.0/0", "gw": "203.0.113.1"}
     assert all("version" not in ip for ip in doc["ips"])
 
@@ -65,8 +78,11 @@ def test_legacy_keeps_first_ip_per_family(version: str) -> None:
         "gateway": "203.0.113.1",
         "routes": [{"dst": "0.0.0.0/0", "gw": "203.0.113.1"}, {"dst": "192.169.0.0/16"}],
     }
-    assert doc["ip6"] == {"ip": "2001:db8:200::10/64", "gateway": "2001:db8:200::1",
-                          "routes": [{"dst": "::/0", "gw": "2001:db8:200::1"}]}
+    assert doc["ip6"] == {
+        "ip": "2001:db8:200::10/64",
+        "gateway": "2001:db8:200::1",
+        "routes": [{"dst": "::/0", "gw": "2001:db8:200::1"}],
+    }
     assert doc["dns"]["nameservers"] == ["203.0.113.53"]
 
 
@@ -78,9 +94,12 @@ def test_legacy_without_ips_is_an_error(version: str) -> None:
 
 
 def test_legacy_parses_into_canonical() -> None:
-    legacy = {"cniVersion": "0.2.0", "ip4": {"ip": "10.1.0.5/16", "gateway": "10.1.0.1",
-              "routes": [{"dst": "0.0.0.0/0"}]}, "ip6": {"ip": "2001:db8::5/64"},
-              "dns": {"nameservers": ["10.1.0.53"]}}
+    legacy = {
+        "cniVersion": "0.2.0",
+        "ip4": {"ip": "10.1.0.5/16", "gateway": "10.1.0.1", "routes": [{"dst": "0.0.0.0/0"}]},
+        "ip6": {"ip": "2001:db8::5/64"},
+        "dns": {"nameservers": ["10.1.0.53"]},
+    }
     result = res.from_wire(legacy, "0.2.0")
     assert [str(ip.address) for ip in result.ips] == ["10.1.0.5/16", "2001:db8::5/64"]
     assert str(result.ips[0].gateway) == "10.1.0.1"

@@ -7,8 +7,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-
 from multihome.lib import skel
+
 from tests.rig import VERSIONS, Netns
 from tests.shapes import check_error, check_result, check_version_reply
 
@@ -72,8 +72,9 @@ def test_del_does_not_need_netns() -> None:
     assert (doc, code) == (None, 0)
 
 
-@pytest.mark.parametrize("stdin", [b"", b"{", b'{"name": "x"', b"[1,2]", b'"str"', b"\xff\xfe",
-                                   b'{"a":1} {"b":2}'])
+@pytest.mark.parametrize(
+    "stdin", [b"", b"{", b'{"name": "x"', b"[1,2]", b'"str"', b"\xff\xfe", b'{"a":1} {"b":2}']
+)
 def test_bad_json_is_code_6(stdin: bytes) -> None:
     doc, code = call("DEL", stdin)
     assert code == 1
@@ -157,6 +158,7 @@ def test_unknown_plugin_name() -> None:
 
 def test_netns_missing_is_code_3() -> None:
     doc, code = call("ADD", conf(), CNI_NETNS="/run/netns/mh-does-not-exist")
+    assert code == 1
     check_error(doc, 3)
 
 
@@ -164,6 +166,7 @@ def test_netns_not_a_namespace_is_code_8(tmp_path: Any) -> None:
     fake = tmp_path / "ns"
     fake.write_text("")
     doc, code = call("ADD", conf(), CNI_NETNS=str(fake))
+    assert code == 1
     check_error(doc, 8)
 
 
@@ -177,10 +180,15 @@ def test_own_netns_is_code_8_unless_overridden() -> None:
 
 @pytest.mark.privileged
 @pytest.mark.parametrize("version", VERSIONS)
-def test_add_passes_prev_result_through(version: str, netns_factory: Callable[[str], Netns]) -> None:
+def test_add_passes_prev_result_through(
+    version: str, netns_factory: Callable[[str], Netns]
+) -> None:
     pod = netns_factory("pod")
-    prev = {"cniVersion": version, "ips": [{"address": "10.9.0.5/24"}]} if version >= "0.3.0" \
+    prev = (
+        {"cniVersion": version, "ips": [{"address": "10.9.0.5/24"}]}
+        if version >= "0.3.0"
         else {"cniVersion": version, "ip4": {"ip": "10.9.0.5/24"}}
+    )
     doc, code = call("ADD", conf(version, prevResult=prev), CNI_NETNS=pod.path)
     assert code == 0, doc
     check_result(doc, version)
@@ -202,5 +210,6 @@ def test_internal_errors_are_999_without_traceback(monkeypatch: pytest.MonkeyPat
 
 def test_invalid_config_types_are_code_7() -> None:
     doc, code = call("DEL", conf(ipam="not-an-object"))
+    assert code == 1
     check_error(doc, 7)
     assert "ipam" in doc["details"]
