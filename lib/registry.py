@@ -13,6 +13,8 @@ if TYPE_CHECKING:
 
 PLUGINS: dict[str, str] = {
     "mh-noop": "multihome.plugins.noop",
+    "mh-ipam": "multihome.ipam.hostlocal",
+    "mh-static": "multihome.ipam.static",
 }
 
 COMMAND = "multihome"

@@ -1,0 +1,150 @@
+"""Allocation, as a pure function over a small Store protocol.
+
+Round-robin like host-local: each range set continues after its
+``last_reserved_ip``, wraps once around all its ranges, and skips the
+gateway. Excluded CIDRs are jumped over as intervals, so a large exclusion
+costs nothing. A repeated ADD for the same (container ID, ifname) gets the
+addresses it already holds. Nothing here touches a file.
+"""
+
+from __future__ import annotations
+
+import bisect
+import ipaddress
+from collections.abc import Iterator
+from typing import Protocol
+
+from multihome.lib.errors import CNIError
+from multihome.lib.models import IPAddress, IPNetwork
+
+from .config import Pool, Range
+from .errors import IP_OUT_OF_RANGE, IP_UNAVAILABLE, POOL_EXHAUSTED
+
+Owner = tuple[str, str]  # (container ID, ifname)
+
+
+class Store(Protocol):
+    """What the allocator needs from a lease store; called with its lock held."""
+
+    def owned(self, owner: Owner) -> list[IPAddress]:
+        """The addresses currently leased to ``owner`` (verified)."""
+        ...
+
+    def reserve(self, ip: IPAddress, owner: Owner, set_index: int) -> bool:
+        """Lease ``ip`` to ``owner`` atomically; False if it is taken."""
+        ...
+
+    def release(self, ip: IPAddress, owner: Owner) -> None: ...
+
+    def last_reserved(self, set_index: int) -> IPAddress | None: ...
+
+
+class Excluded:
+    """Merged excluded intervals of one IP family, for O(log n) skipping."""
+
+    def __init__(self, nets: list[IPNetwork], version: int) -> None:
+        spans = sorted((int(n.network_address), int(n.broadcast_address))
+                       for n in nets if n.version == version)
+        merged: list[tuple[int, int]] = []
+        for lo, hi in spans:
+            if merged and lo <= merged[-1][1] + 1:
+                merged[-1] = (merged[-1][0], max(merged[-1][1], hi))
+            else:
+                merged.append((lo, hi))
+        self.starts = [lo for lo, _ in merged]
+        self.spans = merged
+
+    def next_allowed(self, value: int) -> int:
+        """``value`` itself, or the first address after the exclusion holding it."""
+        i = bisect.bisect_right(self.starts, value) - 1
+        if i >= 0 and value <= self.spans[i][1]:
+            return self.spans[i][1] + 1
+        return value
+
+    def __contains__(self, value: int) -> bool:
+        return self.next_allowed(value) != value
+
+
+def _segments(rset: list[Range], last: IPAddress | None) -> list[tuple[Range, int, int]]:
+    """(range, first, last) spans in round-robin order, each address once."""
+    for i, r in enumerate(rset):
+        if last is not None and r.contains(last):
+            cur = int(last)
+            rest = rset[i + 1:] + rset[:i]
+            return [(r, cur + 1, r.end), *((x, x.start, x.end) for x in rest), (r, r.start, cur)]
+    return [(x, x.start, x.end) for x in rset]
+
+
+def candidates(rset: list[Range], excluded: Excluded, last: IPAddress | None
+               ) -> Iterator[tuple[IPAddress, Range]]:
+    """Free-able addresses of a range set in the order host-local tries them."""
+    for r, first, end in _segments(rset, last):
+        gateway = int(r.gateway)
+        value = first
+        while value <= end:
+            allowed = excluded.next_allowed(value)
+            if allowed != value:
+                value = allowed
+                continue
+            if value != gateway:
+                yield ipaddress.ip_address(value), r
+            value += 1
+
+
+def _check_requested(pool: Pool, ip: IPAddress, index: int, excluded: Excluded) -> Range:
+    rng = next(r for r in pool.range_sets[index] if r.contains(ip))
+    if ip == rng.gateway:
+        raise CNIError(IP_UNAVAILABLE, f"requested IP {ip} is the subnet's gateway")
+    if int(ip) in excluded:
+        raise CNIError(IP_UNAVAILABLE, f"requested IP {ip} is excluded")
+    return rng
+
+
+def _allocate_set(pool: Pool, store: Store, owner: Owner, index: int,
+                  requested: list[IPAddress]) -> tuple[IPAddress, Range]:
+    rset = pool.range_sets[index]
+    excluded = Excluded(pool.exclude, rset[0].version)
+    if len(requested) > 1:
+        raise CNIError(IP_UNAVAILABLE, f"more than one requested IP for range set {index}",
+                       ", ".join(map(str, requested)))
+    if requested:
+        ip = requested[0]
+        rng = _check_requested(pool, ip, index, excluded)
+        if not store.reserve(ip, owner, index):
+            raise CNIError(IP_UNAVAILABLE, f"requested IP {ip} is already in use")
+        return ip, rng
+    for ip, rng in candidates(rset, excluded, store.last_reserved(index)):
+        if store.reserve(ip, owner, index):
+            return ip, rng
+    spans = ", ".join(str(r) for r in rset)
+    raise CNIError(POOL_EXHAUSTED, f"no IP addresses available in range set: {spans}")
+
+
+def allocate(pool: Pool, store: Store, owner: Owner) -> list[tuple[IPAddress, Range]]:
+    """One address per range set for ``owner``; all or nothing."""
+    unmatched = [ip for ip in pool.requested if pool.set_for(ip) is None]
+    if unmatched:
+        ranges = "; ".join(", ".join(map(str, s)) for s in pool.range_sets)
+        raise CNIError(IP_OUT_OF_RANGE, f"requested IP {unmatched[0]} is not in any range",
+                       f"ranges: {ranges}")
+    held = store.owned(owner)
+    made: list[IPAddress] = []
+    out: list[tuple[IPAddress, Range]] = []
+    try:
+        for index, rset in enumerate(pool.range_sets):
+            requested = [ip for ip in pool.requested if pool.set_for(ip) == index]
+            mine = [(ip, r) for ip in held for r in rset if r.contains(ip)]
+            if mine:  # a repeated ADD: keep what this owner already has
+                if requested and requested[0] != mine[0][0]:
+                    raise CNIError(IP_UNAVAILABLE, f"{owner[0]}/{owner[1]} already holds "
+                                   f"{mine[0][0]}, not the requested {requested[0]}")
+                out.append(mine[0])
+                continue
+            ip, rng = _allocate_set(pool, store, owner, index, requested)
+            made.append(ip)
+            out.append((ip, rng))
+    except BaseException:
+        for ip in made:
+            store.release(ip, owner)
+        raise
+    return out

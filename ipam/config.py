@@ -1,0 +1,256 @@
+"""mh-ipam configuration: every host-local key, plus ``exclude``, resolved to plain data.
+
+``load`` turns the whole network config (IPAM plugins get the main plugin's
+full config) into a ``Pool``: canonical range sets with defaults filled in,
+the exclusions, the requested IPs from every source, and the store settings.
+It is pure: no file is touched here except ``resolvConf``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass, field
+
+from pydantic import Field, ValidationError
+
+from multihome.lib import cniargs, versions
+from multihome.lib.errors import INVALID_CONFIG, CNIError
+from multihome.lib.models import Address, IPAddress, IPNetwork, Model, StrictNetwork, describe
+from multihome.lib.request import Request
+from multihome.lib.result import DNS, Route
+
+DEFAULT_DATA_DIR = "/var/lib/cni/networks"
+DEFAULT_LOCK_TIMEOUT = 30.0
+
+
+class RangeConf(Model):
+    subnet: StrictNetwork
+    range_start: Address | None = Field(None, alias="rangeStart")
+    range_end: Address | None = Field(None, alias="rangeEnd")
+    gateway: Address | None = None
+
+
+class IPAMConf(Model):
+    type: str = ""
+    ranges: list[list[RangeConf]] = []
+    # The legacy single range, prepended as range set 0 (as host-local does).
+    subnet: StrictNetwork | None = None
+    range_start: Address | None = Field(None, alias="rangeStart")
+    range_end: Address | None = Field(None, alias="rangeEnd")
+    gateway: Address | None = None
+    routes: list[Route] = []
+    data_dir: str = Field(DEFAULT_DATA_DIR, alias="dataDir")
+    resolv_conf: str = Field("", alias="resolvConf")
+    exclude: list[StrictNetwork] = []
+    lock_timeout: float = Field(DEFAULT_LOCK_TIMEOUT, alias="lockTimeout", gt=0, le=600)
+
+
+class IPAMNetConf(Model):
+    cni_version: str = Field("0.1.0", alias="cniVersion")
+    name: str
+    ipam: IPAMConf
+
+
+@dataclass(frozen=True)
+class Range:
+    """One contiguous pool: addresses ``start..end`` (inclusive) of ``subnet``."""
+
+    subnet: IPNetwork
+    start: int
+    end: int
+    gateway: IPAddress
+
+    @property
+    def version(self) -> int:
+        return self.subnet.version
+
+    def contains(self, ip: IPAddress) -> bool:
+        return ip.version == self.version and self.start <= int(ip) <= self.end
+
+    def __str__(self) -> str:
+        lo = ipaddress.ip_address(self.start)
+        hi = ipaddress.ip_address(self.end)
+        return f"{lo}-{hi}"
+
+
+@dataclass(frozen=True)
+class Pool:
+    """What one mh-ipam call works with, fully resolved."""
+
+    network: str
+    range_sets: list[list[Range]]
+    exclude: list[IPNetwork]
+    requested: list[IPAddress]
+    routes: list[Route]
+    dns: DNS
+    data_dir: str
+    lock_timeout: float
+    cni_version: str = "1.0.0"
+    notes: list[str] = field(default_factory=list)
+
+    def set_for(self, ip: IPAddress) -> int | None:
+        """Index of the range set that holds ``ip``, or None."""
+        for index, rset in enumerate(self.range_sets):
+            if any(r.contains(ip) for r in rset):
+                return index
+        return None
+
+
+def _invalid(msg: str, details: str = "") -> CNIError:
+    return CNIError(INVALID_CONFIG, msg, details)
+
+
+def _canonical_range(conf: RangeConf, where: str) -> Range:
+    subnet = conf.subnet
+    if subnet.prefixlen > subnet.max_prefixlen - 2:
+        raise _invalid(f"{where}: network {subnet} is too small to allocate from")
+    first = int(subnet.network_address) + 1
+    last = int(subnet.broadcast_address) - (1 if subnet.version == 4 else 0)
+    for key, value in (("rangeStart", conf.range_start), ("rangeEnd", conf.range_end),
+                       ("gateway", conf.gateway)):
+        if value is not None and value not in subnet:
+            raise _invalid(f"{where}: {key} {value} is not in subnet {subnet}")
+    start = int(conf.range_start) if conf.range_start is not None else first
+    end = int(conf.range_end) if conf.range_end is not None else last
+    if start > end:
+        raise _invalid(f"{where}: rangeStart {conf.range_start} is after rangeEnd {conf.range_end}")
+    gateway = conf.gateway if conf.gateway is not None else ipaddress.ip_address(first)
+    return Range(subnet=subnet, start=start, end=end, gateway=gateway)
+
+
+def _overlaps(a: Range, b: Range) -> bool:
+    return a.version == b.version and a.start <= b.end and b.start <= a.end
+
+
+def _canonical_sets(raw: list[list[RangeConf]]) -> list[list[Range]]:
+    if not raw:
+        raise _invalid("no IP ranges specified", "set ipam.ranges or ipam.subnet")
+    sets: list[list[Range]] = []
+    for i, rset in enumerate(raw):
+        if not rset:
+            raise _invalid(f"range set {i} is empty")
+        ranges = [_canonical_range(r, f"range set {i}, range {j}") for j, r in enumerate(rset)]
+        if len({r.version for r in ranges}) != 1:
+            raise _invalid(f"range set {i} mixes IPv4 and IPv6")
+        for j, a in enumerate(ranges):
+            for k, b in enumerate(ranges[j + 1:], j + 1):
+                if _overlaps(a, b):
+                    raise _invalid(f"range set {i}: range {j} ({a}) overlaps range {k} ({b})")
+        sets.append(ranges)
+    for i, a_set in enumerate(sets):
+        for j, b_set in enumerate(sets[i + 1:], i + 1):
+            if any(_overlaps(a, b) for a in a_set for b in b_set):
+                raise _invalid(f"range set {i} overlaps with range set {j}")
+    return sets
+
+
+def _requested(req: Request, conf_args: dict[str, object]) -> list[IPAddress]:
+    """Requested IPs, host-local style: the union of CNI_ARGS IP, args.cni.ips, runtimeConfig.ips."""
+    raw: list[object] = cniargs.split_list(req.args.get("IP", ""))
+    ips = conf_args.get("ips")
+    if isinstance(ips, list):
+        raw.extend(ips)
+    rt_ips = req.runtime_config.get("ips")
+    if isinstance(rt_ips, list):
+        raw.extend(rt_ips)
+    out: list[IPAddress] = []
+    for item in raw:
+        text = str(item).split("/", 1)[0].strip()  # a prefix, if any, is ignored like host-local
+        try:
+            ip = ipaddress.ip_address(text)
+        except ValueError:
+            raise _invalid(f"requested IP {item!r} is not an IP address") from None
+        if ip not in out:
+            out.append(ip)
+    return out
+
+
+def _runtime_ranges(req: Request) -> list[list[RangeConf]]:
+    raw = req.runtime_config.get("ipRanges")
+    if not raw:
+        return []
+    try:
+        return [[RangeConf.model_validate(r) for r in rset] for rset in raw]  # type: ignore[union-attr]
+    except (ValidationError, TypeError) as exc:
+        details = describe(exc, "runtimeConfig.ipRanges") if isinstance(exc, ValidationError) else ""
+        raise _invalid("invalid runtimeConfig.ipRanges", details) from None
+
+
+def _check_data_dir(path: str) -> str:
+    if not os.path.isabs(path) or ".." in path.split("/"):
+        raise _invalid(f"dataDir {path!r} must be an absolute path without '..'")
+    return os.path.normpath(path)
+
+
+def parse_resolv_conf(path: str) -> DNS:
+    """nameserver/domain/search/options from a resolv.conf-format file."""
+    dns: dict[str, list[str] | str] = {"nameservers": [], "search": [], "options": []}
+    try:
+        with open(path, encoding="utf-8") as fh:
+            lines = fh.read().splitlines()
+    except OSError as exc:
+        raise _invalid(f"cannot read resolvConf {path!r}: {exc.strerror}") from None
+    for line in lines:
+        words = line.split("#", 1)[0].split()
+        if len(words) < 2:
+            continue
+        key, values = words[0], words[1:]
+        if key == "nameserver":
+            dns["nameservers"].append(values[0])  # type: ignore[union-attr]
+        elif key == "domain":
+            dns["domain"] = values[0]
+        elif key in ("search", "options"):
+            dns[key] = values  # the last line wins, as in the resolver
+    return DNS.model_validate(dns)
+
+
+def load(req: Request) -> Pool:
+    """Resolve the request's config into a Pool, or raise CNI code 7."""
+    from multihome.lib.models import parse
+
+    net = parse(IPAMNetConf, req.conf)
+    ipam = net.ipam
+    raw = list(ipam.ranges)
+    if ipam.subnet is not None:
+        legacy = RangeConf(subnet=ipam.subnet, rangeStart=ipam.range_start,
+                           rangeEnd=ipam.range_end, gateway=ipam.gateway)
+        raw.insert(0, [legacy])
+    raw = _runtime_ranges(req) + raw
+    sets = _canonical_sets(raw)
+    if not versions.at_least(req.cni_version, "0.3.0"):
+        for family in (4, 6):
+            if sum(1 for s in sets if s[0].version == family) > 1:
+                raise _invalid(f"CNI version {req.cni_version} does not support more than "
+                               f"one IPv{family} address")
+    return Pool(
+        network=net.name,
+        range_sets=sets,
+        exclude=list(ipam.exclude),
+        requested=_requested(req, req.cni_conf_args),
+        routes=list(ipam.routes),
+        dns=parse_resolv_conf(ipam.resolv_conf) if ipam.resolv_conf else DNS(),
+        data_dir=_check_data_dir(ipam.data_dir),
+        lock_timeout=ipam.lock_timeout,
+        cni_version=req.cni_version,
+    )
+
+
+class StoreConf(Model):
+    """Just what DEL and GC need: they must work even when the ranges are invalid."""
+
+    data_dir: str = Field(DEFAULT_DATA_DIR, alias="dataDir")
+    lock_timeout: float = Field(DEFAULT_LOCK_TIMEOUT, alias="lockTimeout", gt=0, le=600)
+
+
+class StoreNetConf(Model):
+    name: str
+    ipam: StoreConf = StoreConf()
+
+
+def store_settings(req: Request) -> tuple[str, float]:
+    """(dataDir, lockTimeout) from a config that may be otherwise invalid."""
+    from multihome.lib.models import parse
+
+    conf = parse(StoreNetConf, req.conf)
+    return _check_data_dir(conf.ipam.data_dir), conf.ipam.lock_timeout

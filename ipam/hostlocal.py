@@ -1,0 +1,99 @@
+"""mh-ipam: host-local-compatible IPAM with a file store, and better.
+
+Beyond host-local: ``exclude``; a repeated ADD returns the same addresses;
+O(1) allocation in large pools; CHECK compares the leases with prevResult;
+STATUS and GC (spec 1.1); bounded lock waits (code 11).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+
+from multihome.lib.errors import INVALID_CONFIG, CNIError
+from multihome.lib.log import log
+from multihome.lib.request import Request
+from multihome.lib.result import IPConfig, Result
+
+from . import allocator, config
+from .errors import CHECK_FAILED
+from .store import FileStore, Owner
+
+
+def _owner(req: Request) -> Owner:
+    return req.container_id, req.ifname
+
+
+class HostLocal:
+    cni_args = frozenset({"IP"})
+
+    def add(self, req: Request) -> Result:
+        pool = config.load(req)
+        with FileStore(pool.data_dir, pool.network, pool.lock_timeout) as store:
+            with store.locked():
+                leased = allocator.allocate(pool, store, _owner(req))
+        ips = [
+            IPConfig(address=ipaddress.ip_interface(f"{ip}/{rng.subnet.prefixlen}"),
+                     gateway=rng.gateway)
+            for ip, rng in leased
+        ]
+        return Result(ips=ips, routes=pool.routes, dns=pool.dns)
+
+    def delete(self, req: Request) -> None:
+        data_dir, timeout = config.store_settings(req)
+        if not os.path.isdir(os.path.join(data_dir, req.network)):
+            return  # nothing was ever leased on this network here
+        with FileStore(data_dir, req.network, timeout) as store, store.locked():
+            released = store.release_owner(_owner(req))
+        if released:
+            log(f"released {', '.join(map(str, released))} of {req.container_id}/{req.ifname}")
+
+    def check(self, req: Request) -> None:
+        prev = req.prev_result
+        if prev is None:
+            raise CNIError(INVALID_CONFIG, "CHECK needs a prevResult")
+        pool = config.load(req)
+        with FileStore(pool.data_dir, pool.network, pool.lock_timeout) as store:
+            with store.locked():
+                held = set(store.owned(_owner(req), scan=True))
+        reported = {ip.address.ip for ip in prev.ips}
+        for index, rset in enumerate(pool.range_sets):
+            mine = [ip for ip in held if any(r.contains(ip) for r in rset)]
+            if not mine:
+                raise CNIError(CHECK_FAILED, f"no lease in range set {index} for "
+                               f"{req.container_id}/{req.ifname}")
+            if not reported & set(mine):
+                raise CNIError(CHECK_FAILED, f"lease {mine[0]} is not in prevResult",
+                               f"prevResult has {', '.join(map(str, sorted(reported, key=str)))}")
+        ours = {ip for ip in reported if pool.set_for(ip) is not None}
+        missing = ours - held
+        if missing:
+            raise CNIError(CHECK_FAILED, f"prevResult address {min(missing, key=str)} is not "
+                           f"leased to {req.container_id}/{req.ifname}")
+
+    def status(self, req: Request) -> None:
+        pool = config.load(req)
+        with FileStore(pool.data_dir, pool.network, pool.lock_timeout) as store:
+            store.check_usable()
+
+    def gc(self, req: Request) -> None:
+        valid = req.valid_attachments()
+        if valid is None:
+            log("GC without cni.dev/valid-attachments: nothing released (an empty list frees all)")
+            return
+        keep = set(valid)
+        keep_ids = {cid for cid, _ in valid}
+        data_dir, timeout = config.store_settings(req)
+        if not os.path.isdir(os.path.join(data_dir, req.network)):
+            return
+        with FileStore(data_dir, req.network, timeout) as store, store.locked():
+            for ip, owner in list(store.scan()):
+                legacy = owner[1] == ""
+                if (legacy and owner[0] in keep_ids) or owner in keep:
+                    continue
+                store.release(ip, owner)
+                log(f"GC released {ip} of {owner[0]}/{owner[1]}")
+            store.sweep_private(keep)
+
+
+PLUGIN = HostLocal()
