@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 APT_PACKAGES := containernetworking-plugins golang-go golang-github-appc-cni-dev iproute2 \
 	iputils-ping python3-venv python3-dev
 
-.PHONY: all deps venv bin cnitool test lint demo clean
+.PHONY: all deps venv bin cnitool test lint demo bench clean
 
 all: bin cnitool
 
@@ -60,6 +60,10 @@ lint: bin
 
 demo: bin cnitool
 	$(PY) conformance/demo.py
+
+# Benchmarks print tables and write JSON reports under build/bench/.
+bench: bin
+	$(PY) conformance/bench_ipam.py
 
 clean:
 	rm -rf $(BUILD) dist

@@ -43,8 +43,9 @@ class Excluded:
     """Merged excluded intervals of one IP family, for O(log n) skipping."""
 
     def __init__(self, nets: list[IPNetwork], version: int) -> None:
-        spans = sorted((int(n.network_address), int(n.broadcast_address))
-                       for n in nets if n.version == version)
+        spans = sorted(
+            (int(n.network_address), int(n.broadcast_address)) for n in nets if n.version == version
+        )
         merged: list[tuple[int, int]] = []
         for lo, hi in spans:
             if merged and lo <= merged[-1][1] + 1:
@@ -70,13 +71,14 @@ def _segments(rset: list[Range], last: IPAddress | None) -> list[tuple[Range, in
     for i, r in enumerate(rset):
         if last is not None and r.contains(last):
             cur = int(last)
-            rest = rset[i + 1:] + rset[:i]
+            rest = rset[i + 1 :] + rset[:i]
             return [(r, cur + 1, r.end), *((x, x.start, x.end) for x in rest), (r, r.start, cur)]
     return [(x, x.start, x.end) for x in rset]
 
 
-def candidates(rset: list[Range], excluded: Excluded, last: IPAddress | None
-               ) -> Iterator[tuple[IPAddress, Range]]:
+def candidates(
+    rset: list[Range], excluded: Excluded, last: IPAddress | None
+) -> Iterator[tuple[IPAddress, Range]]:
     """Free-able addresses of a range set in the order host-local tries them."""
     for r, first, end in _segments(rset, last):
         gateway = int(r.gateway)
@@ -100,13 +102,17 @@ def _check_requested(pool: Pool, ip: IPAddress, index: int, excluded: Excluded) 
     return rng
 
 
-def _allocate_set(pool: Pool, store: Store, owner: Owner, index: int,
-                  requested: list[IPAddress]) -> tuple[IPAddress, Range]:
+def _allocate_set(
+    pool: Pool, store: Store, owner: Owner, index: int, requested: list[IPAddress]
+) -> tuple[IPAddress, Range]:
     rset = pool.range_sets[index]
     excluded = Excluded(pool.exclude, rset[0].version)
     if len(requested) > 1:
-        raise CNIError(IP_UNAVAILABLE, f"more than one requested IP for range set {index}",
-                       ", ".join(map(str, requested)))
+        raise CNIError(
+            IP_UNAVAILABLE,
+            f"more than one requested IP for range set {index}",
+            ", ".join(map(str, requested)),
+        )
     if requested:
         ip = requested[0]
         rng = _check_requested(pool, ip, index, excluded)
@@ -125,8 +131,9 @@ def allocate(pool: Pool, store: Store, owner: Owner) -> list[tuple[IPAddress, Ra
     unmatched = [ip for ip in pool.requested if pool.set_for(ip) is None]
     if unmatched:
         ranges = "; ".join(", ".join(map(str, s)) for s in pool.range_sets)
-        raise CNIError(IP_OUT_OF_RANGE, f"requested IP {unmatched[0]} is not in any range",
-                       f"ranges: {ranges}")
+        raise CNIError(
+            IP_OUT_OF_RANGE, f"requested IP {unmatched[0]} is not in any range", f"ranges: {ranges}"
+        )
     held = store.owned(owner)
     made: list[IPAddress] = []
     out: list[tuple[IPAddress, Range]] = []
@@ -136,8 +143,11 @@ def allocate(pool: Pool, store: Store, owner: Owner) -> list[tuple[IPAddress, Ra
             mine = [(ip, r) for ip in held for r in rset if r.contains(ip)]
             if mine:  # a repeated ADD: keep what this owner already has
                 if requested and requested[0] != mine[0][0]:
-                    raise CNIError(IP_UNAVAILABLE, f"{owner[0]}/{owner[1]} already holds "
-                                   f"{mine[0][0]}, not the requested {requested[0]}")
+                    raise CNIError(
+                        IP_UNAVAILABLE,
+                        f"{owner[0]}/{owner[1]} already holds "
+                        f"{mine[0][0]}, not the requested {requested[0]}",
+                    )
                 out.append(mine[0])
                 continue
             ip, rng = _allocate_set(pool, store, owner, index, requested)

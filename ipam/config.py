@@ -12,13 +12,12 @@ import ipaddress
 import os
 from dataclasses import dataclass, field
 
-from pydantic import Field, ValidationError
-
 from multihome.lib import cniargs, versions
 from multihome.lib.errors import INVALID_CONFIG, CNIError
 from multihome.lib.models import Address, IPAddress, IPNetwork, Model, StrictNetwork, describe
 from multihome.lib.request import Request
 from multihome.lib.result import DNS, Route
+from pydantic import Field, ValidationError
 
 DEFAULT_DATA_DIR = "/var/lib/cni/networks"
 DEFAULT_LOCK_TIMEOUT = 30.0
@@ -107,8 +106,11 @@ def _canonical_range(conf: RangeConf, where: str) -> Range:
         raise _invalid(f"{where}: network {subnet} is too small to allocate from")
     first = int(subnet.network_address) + 1
     last = int(subnet.broadcast_address) - (1 if subnet.version == 4 else 0)
-    for key, value in (("rangeStart", conf.range_start), ("rangeEnd", conf.range_end),
-                       ("gateway", conf.gateway)):
+    for key, value in (
+        ("rangeStart", conf.range_start),
+        ("rangeEnd", conf.range_end),
+        ("gateway", conf.gateway),
+    ):
         if value is not None and value not in subnet:
             raise _invalid(f"{where}: {key} {value} is not in subnet {subnet}")
     start = int(conf.range_start) if conf.range_start is not None else first
@@ -134,20 +136,20 @@ def _canonical_sets(raw: list[list[RangeConf]]) -> list[list[Range]]:
         if len({r.version for r in ranges}) != 1:
             raise _invalid(f"range set {i} mixes IPv4 and IPv6")
         for j, a in enumerate(ranges):
-            for k, b in enumerate(ranges[j + 1:], j + 1):
+            for k, b in enumerate(ranges[j + 1 :], j + 1):
                 if _overlaps(a, b):
                     raise _invalid(f"range set {i}: range {j} ({a}) overlaps range {k} ({b})")
         sets.append(ranges)
     for i, a_set in enumerate(sets):
-        for j, b_set in enumerate(sets[i + 1:], i + 1):
+        for j, b_set in enumerate(sets[i + 1 :], i + 1):
             if any(_overlaps(a, b) for a in a_set for b in b_set):
                 raise _invalid(f"range set {i} overlaps with range set {j}")
     return sets
 
 
 def _requested(req: Request, conf_args: dict[str, object]) -> list[IPAddress]:
-    """Requested IPs, host-local style: the union of CNI_ARGS IP, args.cni.ips, runtimeConfig.ips."""
-    raw: list[object] = cniargs.split_list(req.args.get("IP", ""))
+    """Requested IPs as host-local takes them: CNI_ARGS IP, args.cni.ips and runtimeConfig.ips."""
+    raw: list[object] = list(cniargs.split_list(req.args.get("IP", "")))
     ips = conf_args.get("ips")
     if isinstance(ips, list):
         raw.extend(ips)
@@ -170,10 +172,14 @@ def _runtime_ranges(req: Request) -> list[list[RangeConf]]:
     raw = req.runtime_config.get("ipRanges")
     if not raw:
         return []
+    if not isinstance(raw, list) or not all(isinstance(rset, list) for rset in raw):
+        raise _invalid("runtimeConfig.ipRanges must be a list of range sets")
     try:
-        return [[RangeConf.model_validate(r) for r in rset] for rset in raw]  # type: ignore[union-attr]
+        return [[RangeConf.model_validate(r) for r in rset] for rset in raw]
     except (ValidationError, TypeError) as exc:
-        details = describe(exc, "runtimeConfig.ipRanges") if isinstance(exc, ValidationError) else ""
+        details = (
+            describe(exc, "runtimeConfig.ipRanges") if isinstance(exc, ValidationError) else ""
+        )
         raise _invalid("invalid runtimeConfig.ipRanges", details) from None
 
 
@@ -213,16 +219,22 @@ def load(req: Request) -> Pool:
     ipam = net.ipam
     raw = list(ipam.ranges)
     if ipam.subnet is not None:
-        legacy = RangeConf(subnet=ipam.subnet, rangeStart=ipam.range_start,
-                           rangeEnd=ipam.range_end, gateway=ipam.gateway)
+        legacy = RangeConf(
+            subnet=ipam.subnet,
+            rangeStart=ipam.range_start,
+            rangeEnd=ipam.range_end,
+            gateway=ipam.gateway,
+        )
         raw.insert(0, [legacy])
     raw = _runtime_ranges(req) + raw
     sets = _canonical_sets(raw)
     if not versions.at_least(req.cni_version, "0.3.0"):
         for family in (4, 6):
             if sum(1 for s in sets if s[0].version == family) > 1:
-                raise _invalid(f"CNI version {req.cni_version} does not support more than "
-                               f"one IPv{family} address")
+                raise _invalid(
+                    f"CNI version {req.cni_version} does not support more than "
+                    f"one IPv{family} address"
+                )
     return Pool(
         network=net.name,
         range_sets=sets,

@@ -29,12 +29,13 @@ class HostLocal:
 
     def add(self, req: Request) -> Result:
         pool = config.load(req)
-        with FileStore(pool.data_dir, pool.network, pool.lock_timeout) as store:
-            with store.locked():
-                leased = allocator.allocate(pool, store, _owner(req))
+        store = FileStore(pool.data_dir, pool.network, pool.lock_timeout)
+        with store, store.locked():
+            leased = allocator.allocate(pool, store, _owner(req))
         ips = [
-            IPConfig(address=ipaddress.ip_interface(f"{ip}/{rng.subnet.prefixlen}"),
-                     gateway=rng.gateway)
+            IPConfig(
+                address=ipaddress.ip_interface(f"{ip}/{rng.subnet.prefixlen}"), gateway=rng.gateway
+            )
             for ip, rng in leased
         ]
         return Result(ips=ips, routes=pool.routes, dns=pool.dns)
@@ -53,23 +54,31 @@ class HostLocal:
         if prev is None:
             raise CNIError(INVALID_CONFIG, "CHECK needs a prevResult")
         pool = config.load(req)
-        with FileStore(pool.data_dir, pool.network, pool.lock_timeout) as store:
-            with store.locked():
-                held = set(store.owned(_owner(req), scan=True))
+        store = FileStore(pool.data_dir, pool.network, pool.lock_timeout)
+        with store, store.locked():
+            held = set(store.owned(_owner(req), scan=True))
         reported = {ip.address.ip for ip in prev.ips}
         for index, rset in enumerate(pool.range_sets):
             mine = [ip for ip in held if any(r.contains(ip) for r in rset)]
             if not mine:
-                raise CNIError(CHECK_FAILED, f"no lease in range set {index} for "
-                               f"{req.container_id}/{req.ifname}")
+                raise CNIError(
+                    CHECK_FAILED,
+                    f"no lease in range set {index} for {req.container_id}/{req.ifname}",
+                )
             if not reported & set(mine):
-                raise CNIError(CHECK_FAILED, f"lease {mine[0]} is not in prevResult",
-                               f"prevResult has {', '.join(map(str, sorted(reported, key=str)))}")
+                raise CNIError(
+                    CHECK_FAILED,
+                    f"lease {mine[0]} is not in prevResult",
+                    f"prevResult has {', '.join(map(str, sorted(reported, key=str)))}",
+                )
         ours = {ip for ip in reported if pool.set_for(ip) is not None}
         missing = ours - held
         if missing:
-            raise CNIError(CHECK_FAILED, f"prevResult address {min(missing, key=str)} is not "
-                           f"leased to {req.container_id}/{req.ifname}")
+            raise CNIError(
+                CHECK_FAILED,
+                f"prevResult address {min(missing, key=str)} is not "
+                f"leased to {req.container_id}/{req.ifname}",
+            )
 
     def status(self, req: Request) -> None:
         pool = config.load(req)

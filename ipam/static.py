@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import ipaddress
 
-from pydantic import Field
-
 from multihome.lib import cniargs, versions
 from multihome.lib.errors import INVALID_CONFIG, CNIError
-from multihome.lib.models import Address, IPAddress, IPInterface, Interface, Model, parse
+from multihome.lib.models import Address, Interface, IPAddress, IPInterface, Model, parse
 from multihome.lib.request import Request
 from multihome.lib.result import DNS, IPConfig, Result, Route
+from pydantic import Field
 
 from .errors import CHECK_FAILED
 
@@ -49,8 +48,9 @@ def _cidr(value: object, source: str) -> IPInterface:
             raise ValueError
         return ipaddress.ip_interface(text)
     except ValueError:
-        raise CNIError(INVALID_CONFIG, f"{source}: {value!r} is not an address in CIDR notation"
-                       ) from None
+        raise CNIError(
+            INVALID_CONFIG, f"{source}: {value!r} is not an address in CIDR notation"
+        ) from None
 
 
 def _gateway_list(value: str) -> list[IPAddress]:
@@ -75,8 +75,11 @@ def addresses(req: Request) -> list[IPConfig]:
             for ip in cniargs.split_list(req.args.get("IP", ""))
         ]
     if not entries:
-        raise CNIError(INVALID_CONFIG, "mh-static has no addresses",
-                       "set ipam.addresses, args.cni.ips, runtimeConfig.ips or CNI_ARGS IP")
+        raise CNIError(
+            INVALID_CONFIG,
+            "mh-static has no addresses",
+            "set ipam.addresses, args.cni.ips, runtimeConfig.ips or CNI_ARGS IP",
+        )
     overrides = _gateway_list(req.args.get("GATEWAY", ""))
     out = []
     for entry in entries:
@@ -87,14 +90,18 @@ def addresses(req: Request) -> list[IPConfig]:
         if gateway is None:
             gateway = next((gw for gw in conf.ipam.gateways if gw in entry.address.network), None)
         if gateway is not None and gateway not in entry.address.network:
-            raise CNIError(INVALID_CONFIG, f"gateway {gateway} is not in the subnet of "
-                           f"{entry.address}")
+            raise CNIError(
+                INVALID_CONFIG, f"gateway {gateway} is not in the subnet of {entry.address}"
+            )
         out.append(IPConfig(address=entry.address, gateway=gateway))
     if not versions.at_least(req.cni_version, "0.3.0"):
         for family in (4, 6):
             if sum(1 for ip in out if ip.address.version == family) > 1:
-                raise CNIError(INVALID_CONFIG, f"CNI version {req.cni_version} does not support "
-                               f"more than one IPv{family} address")
+                raise CNIError(
+                    INVALID_CONFIG,
+                    f"CNI version {req.cni_version} does not support "
+                    f"more than one IPv{family} address",
+                )
     return out
 
 
@@ -117,8 +124,11 @@ class Static:
             if ip.address not in reported:
                 raise CNIError(CHECK_FAILED, f"address {ip.address} is not in prevResult")
             if reported[ip.address] != ip.gateway:
-                raise CNIError(CHECK_FAILED, f"address {ip.address} has gateway "
-                               f"{reported[ip.address]} in prevResult, expected {ip.gateway}")
+                raise CNIError(
+                    CHECK_FAILED,
+                    f"address {ip.address} has gateway "
+                    f"{reported[ip.address]} in prevResult, expected {ip.gateway}",
+                )
 
     def status(self, req: Request) -> None:
         parse(StaticNetConf, req.conf)  # a usable config is all it needs

@@ -88,8 +88,11 @@ class FileStore:
         try:
             return os.open(path, _DIR_FLAGS)
         except OSError as exc:
-            raise CNIError(NOT_AVAILABLE, f"cannot open store directory {path}: {exc.strerror}",
-                           "it must be a real directory, not a symlink") from None
+            raise CNIError(
+                NOT_AVAILABLE,
+                f"cannot open store directory {path}: {exc.strerror}",
+                "it must be a real directory, not a symlink",
+            ) from None
 
     def close(self) -> None:
         for fd in (self.dfd, self.index_fd, self.tmp_fd):
@@ -107,8 +110,9 @@ class FileStore:
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
         """flock the network's ``lock`` file, waiting at most ``lock_timeout`` seconds."""
-        fd = os.open(LOCK, os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
-                     dir_fd=self.dfd)
+        fd = os.open(
+            LOCK, os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=self.dfd
+        )
         try:
             deadline = time.monotonic() + self.lock_timeout
             pause = 0.0005
@@ -118,9 +122,11 @@ class FileStore:
                     break
                 except BlockingIOError:
                     if time.monotonic() >= deadline:
-                        raise CNIError(TRY_AGAIN_LATER, f"lease store {self.path} is locked",
-                                       f"waited {self.lock_timeout:g}s for {self.path}/lock"
-                                       ) from None
+                        raise CNIError(
+                            TRY_AGAIN_LATER,
+                            f"lease store {self.path} is locked",
+                            f"waited {self.lock_timeout:g}s for {self.path}/lock",
+                        ) from None
                     time.sleep(pause)
                     pause = min(pause * 2, 0.02)
             yield
@@ -143,12 +149,16 @@ class FileStore:
 
     def _write_tmp(self, data: bytes) -> str:
         name = f"{os.getpid()}.{time.monotonic_ns()}.tmp"
-        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                     0o600, dir_fd=self.tmp_fd)
+        fd = os.open(
+            name,
+            os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+            0o600,
+            dir_fd=self.tmp_fd,
+        )
         try:
             view = memoryview(data)
             while view:
-                view = view[os.write(fd, view):]
+                view = view[os.write(fd, view) :]
         finally:
             os.close(fd)
         return name
@@ -227,8 +237,9 @@ class FileStore:
         self._index_put(owner, [*known, ip])  # intent first: a crash after the link is found
         tmp = self._write_tmp(lease_content(owner))
         try:
-            os.link(tmp, str(ip), src_dir_fd=self.tmp_fd, dst_dir_fd=self.dfd,
-                    follow_symlinks=False)
+            os.link(
+                tmp, str(ip), src_dir_fd=self.tmp_fd, dst_dir_fd=self.dfd, follow_symlinks=False
+            )
         except FileExistsError:
             self._index_put(owner, known)
             return False
@@ -266,7 +277,8 @@ class FileStore:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(entry.name, dir_fd=self.tmp_fd)
         live = {self._key(owner) for _, owner in self.scan()} | {
-            self._key(o) for o in keep or set()}
+            self._key(o) for o in keep or set()
+        }
         with os.scandir(self.index_fd) as entries:
             stale = [e.name for e in entries if e.name not in live]
         for name in stale:
@@ -278,14 +290,19 @@ class FileStore:
         try:
             name = self._write_tmp(b"status")
             os.unlink(name, dir_fd=self.tmp_fd)
-            fd = os.open(LOCK, os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
-                         dir_fd=self.dfd)
+            fd = os.open(
+                LOCK,
+                os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                0o600,
+                dir_fd=self.dfd,
+            )
             os.close(fd)
             if not os.access(self.path, os.W_OK):
                 raise OSError(errno.EACCES, "not writable")
         except OSError as exc:
-            raise CNIError(NOT_AVAILABLE, f"lease store {self.path} is not usable: {exc.strerror}"
-                           ) from None
+            raise CNIError(
+                NOT_AVAILABLE, f"lease store {self.path} is not usable: {exc.strerror}"
+            ) from None
 
 
 def _is_regular(fd: int) -> bool:

@@ -8,19 +8,46 @@ from multihome.lib.models import IPAddress
 from multihome.lib.request import Request
 
 SEED_RANGES = [
-    [{"subnet": "203.0.113.0/24", "rangeStart": "203.0.113.10", "rangeEnd": "203.0.113.50",
-      "gateway": "203.0.113.1"}],
-    [{"subnet": "2001:db8:200::/64", "rangeStart": "2001:db8:200::10",
-      "rangeEnd": "2001:db8:200::ff", "gateway": "2001:db8:200::1"}],
+    [
+        {
+            "subnet": "203.0.113.0/24",
+            "rangeStart": "203.0.113.10",
+            "rangeEnd": "203.0.113.50",
+            "gateway": "203.0.113.1",
+        }
+    ],
+    [
+        {
+            "subnet": "2001:db8:200::/64",
+            "rangeStart": "2001:db8:200::10",
+            "rangeEnd": "2001:db8:200::ff",
+            "gateway": "2001:db8:200::1",
+        }
+    ],
 ]
 
 
-def request(ipam: dict[str, Any], version: str = "1.1.0", cni_args: dict[str, str] | None = None,
-            command: str = "ADD", **top: Any) -> Request:
-    conf = {"cniVersion": version, "name": "ipamnet", "type": "mh-macvlan",
-            "ipam": {"type": "mh-ipam", **ipam}, **top}
-    env = {"CNI_COMMAND": command, "CNI_CONTAINERID": "ctr", "CNI_IFNAME": "net1",
-           "CNI_NETNS": "/x", "CNI_PATH": "/x"}
+def request(
+    ipam: dict[str, Any],
+    version: str = "1.1.0",
+    cni_args: dict[str, str] | None = None,
+    command: str = "ADD",
+    **top: Any,
+) -> Request:
+    conf = {
+        "cniVersion": version,
+        "name": "ipamnet",
+        "type": "mh-macvlan",
+        "ipam": {"type": "mh-ipam", **ipam},
+        **top,
+    }
+    env = {
+        "CNI_COMMAND": command,
+        "CNI_CONTAINERID": "ctr",
+        "CNI_IFNAME": "net1",
+        "CNI_NETNS": "/x",
+        "CNI_PATH": "/x",
+    }
     return Request("mh-ipam", env, b"", conf=conf, cni_version=version, args=cni_args or {})
 
 

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from multihome.ipam import allocator, config
 from multihome.lib.errors import CNIError
+
 from tests.ipam_helpers import SEED_RANGES, MemoryStore, request
 
 
@@ -41,7 +41,9 @@ def test_round_robin_does_not_reuse_a_just_freed_address() -> None:
 
 def test_seed_dual_stack() -> None:
     assert alloc(pool({"ranges": SEED_RANGES}), MemoryStore(), "c") == [
-        "203.0.113.10", "2001:db8:200::10"]
+        "203.0.113.10",
+        "2001:db8:200::10",
+    ]
 
 
 def test_multiple_ranges_in_a_set() -> None:
@@ -54,12 +56,24 @@ def test_multiple_ranges_in_a_set() -> None:
 
 
 def test_exclusions_are_skipped() -> None:
-    p = pool({"ranges": [[{"subnet": "10.0.0.0/24", "rangeEnd": "10.0.0.20"}]],
-              "exclude": ["10.0.0.0/29", "10.0.0.12/30", "10.0.0.14/32"]})
+    p = pool(
+        {
+            "ranges": [[{"subnet": "10.0.0.0/24", "rangeEnd": "10.0.0.20"}]],
+            "exclude": ["10.0.0.0/29", "10.0.0.12/30", "10.0.0.14/32"],
+        }
+    )
     store = MemoryStore()
     got = [alloc(p, store, f"c{i}")[0] for i in range(8)]
-    assert got == ["10.0.0.8", "10.0.0.9", "10.0.0.10", "10.0.0.11", "10.0.0.16", "10.0.0.17",
-                   "10.0.0.18", "10.0.0.19"]
+    assert got == [
+        "10.0.0.8",
+        "10.0.0.9",
+        "10.0.0.10",
+        "10.0.0.11",
+        "10.0.0.16",
+        "10.0.0.17",
+        "10.0.0.18",
+        "10.0.0.19",
+    ]
 
 
 def test_exhaustion_is_code_110() -> None:
@@ -121,8 +135,9 @@ def test_requested_ip_taken() -> None:
 
 
 def test_failure_in_second_set_rolls_back_the_first() -> None:
-    p = pool({"ranges": [[{"subnet": "10.0.0.0/24"}],
-                         [{"subnet": "fd00::/126", "rangeEnd": "fd00::2"}]]})
+    p = pool(
+        {"ranges": [[{"subnet": "10.0.0.0/24"}], [{"subnet": "fd00::/126", "rangeEnd": "fd00::2"}]]}
+    )
     store = MemoryStore()
     alloc(p, store, "a")  # takes fd00::2, the only usable v6 address
     with pytest.raises(CNIError):
@@ -136,13 +151,17 @@ def test_failure_in_second_set_rolls_back_the_first() -> None:
     excludes=st.lists(st.tuples(st.integers(0, 255), st.integers(26, 32)), max_size=4),
     count=st.integers(1, 70),
 )
-def test_property_unique_in_range_never_excluded(prefix: int, excludes: list[tuple[int, int]],
-                                                 count: int) -> None:
-    ex = [str(ipaddress.ip_network(f"10.9.0.{host}/{plen}", strict=False)) for host, plen in excludes]
+def test_property_unique_in_range_never_excluded(
+    prefix: int, excludes: list[tuple[int, int]], count: int
+) -> None:
+    ex = [
+        str(ipaddress.ip_network(f"10.9.0.{host}/{plen}", strict=False)) for host, plen in excludes
+    ]
     p = pool({"ranges": [[{"subnet": f"10.9.0.0/{prefix}"}]], "exclude": ex})
     rng = p.range_sets[0][0]
     banned = {int(rng.gateway)} | {
-        a for n in p.exclude for a in range(int(n.network_address), int(n.broadcast_address) + 1)}
+        a for n in p.exclude for a in range(int(n.network_address), int(n.broadcast_address) + 1)
+    }
     usable = [a for a in range(rng.start, rng.end + 1) if a not in banned]
     store = MemoryStore()
     got = []

@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from multihome.ipam import config
 from multihome.lib.errors import CNIError
+
 from tests.ipam_helpers import SEED_RANGES, request
 
 
@@ -34,24 +34,39 @@ def test_seed_dual_stack_ranges() -> None:
 
 
 def test_defaults_like_host_local() -> None:
-    (rng,), (rng6,) = load({"ranges": [[{"subnet": "10.1.0.0/24"}],
-                                       [{"subnet": "fd00::/120"}]]}).range_sets
+    (rng,), (rng6,) = load(
+        {"ranges": [[{"subnet": "10.1.0.0/24"}], [{"subnet": "fd00::/120"}]]}
+    ).range_sets
     assert str(rng) == "10.1.0.1-10.1.0.254"  # start .1 (gateway skipped later), end broadcast-1
     assert str(rng.gateway) == "10.1.0.1"
     assert str(rng6) == "fd00::1-fd00::ff"  # IPv6 ends at the all-ones address
 
 
 def test_legacy_flat_keys_become_set_zero() -> None:
-    pool = load({"subnet": "203.0.113.0/24", "rangeStart": "203.0.113.10",
-                 "rangeEnd": "203.0.113.50", "gateway": "203.0.113.1",
-                 "ranges": [SEED_RANGES[1]]})
-    assert [str(s[0]) for s in pool.range_sets] == ["203.0.113.10-203.0.113.50",
-                                                    "2001:db8:200::10-2001:db8:200::ff"]
+    pool = load(
+        {
+            "subnet": "203.0.113.0/24",
+            "rangeStart": "203.0.113.10",
+            "rangeEnd": "203.0.113.50",
+            "gateway": "203.0.113.1",
+            "ranges": [SEED_RANGES[1]],
+        }
+    )
+    assert [str(s[0]) for s in pool.range_sets] == [
+        "203.0.113.10-203.0.113.50",
+        "2001:db8:200::10-2001:db8:200::ff",
+    ]
 
 
 def test_routes_data_dir_and_exclude() -> None:
-    pool = load({"ranges": SEED_RANGES, "dataDir": "/run/cni/ipam", "exclude": ["203.0.113.16/28"],
-                 "routes": [{"dst": "0.0.0.0/0"}, {"dst": "192.169.0.0/16", "gw": "203.0.113.1"}]})
+    pool = load(
+        {
+            "ranges": SEED_RANGES,
+            "dataDir": "/run/cni/ipam",
+            "exclude": ["203.0.113.16/28"],
+            "routes": [{"dst": "0.0.0.0/0"}, {"dst": "192.169.0.0/16", "gw": "203.0.113.1"}],
+        }
+    )
     assert pool.data_dir == "/run/cni/ipam"
     assert [str(n) for n in pool.exclude] == ["203.0.113.16/28"]
     assert [str(r.dst) for r in pool.routes] == ["0.0.0.0/0", "192.169.0.0/16"]
@@ -59,12 +74,17 @@ def test_routes_data_dir_and_exclude() -> None:
 
 def test_resolv_conf(tmp_path: Path) -> None:
     resolv = tmp_path / "resolv.conf"
-    resolv.write_text("# c\nnameserver 203.0.113.53\nnameserver 2001:db8::53\n"
-                      "domain example.org\nsearch a.example b.example\noptions ndots:2\n")
+    resolv.write_text(
+        "# c\nnameserver 203.0.113.53\nnameserver 2001:db8::53\n"
+        "domain example.org\nsearch a.example b.example\noptions ndots:2\n"
+    )
     dns = load({"ranges": SEED_RANGES, "resolvConf": str(resolv)}).dns
     assert dns.nameservers == ["203.0.113.53", "2001:db8::53"]
-    assert (dns.domain, dns.search, dns.options) == ("example.org", ["a.example", "b.example"],
-                                                     ["ndots:2"])
+    assert (dns.domain, dns.search, dns.options) == (
+        "example.org",
+        ["a.example", "b.example"],
+        ["ndots:2"],
+    )
 
 
 def test_ip_ranges_capability_is_prepended() -> None:
@@ -75,11 +95,19 @@ def test_ip_ranges_capability_is_prepended() -> None:
 
 
 def test_requested_ips_from_every_source() -> None:
-    req = request({"ranges": SEED_RANGES}, cni_args={"IP": "203.0.113.20/24,2001:db8:200::20"},
-                  args={"cni": {"ips": ["203.0.113.21"]}}, runtimeConfig={"ips": ["203.0.113.22/24"]})
+    req = request(
+        {"ranges": SEED_RANGES},
+        cni_args={"IP": "203.0.113.20/24,2001:db8:200::20"},
+        args={"cni": {"ips": ["203.0.113.21"]}},
+        runtimeConfig={"ips": ["203.0.113.22/24"]},
+    )
     pool = config.load(req)
-    assert [str(ip) for ip in pool.requested] == ["203.0.113.20", "2001:db8:200::20",
-                                                  "203.0.113.21", "203.0.113.22"]
+    assert [str(ip) for ip in pool.requested] == [
+        "203.0.113.20",
+        "2001:db8:200::20",
+        "203.0.113.21",
+        "203.0.113.22",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -91,8 +119,14 @@ def test_requested_ips_from_every_source() -> None:
         ({"ranges": [[{"subnet": "fd00::/127"}]]}, "too small"),
         ({"ranges": [[{"subnet": "10.0.0.0/24", "gateway": "10.0.1.1"}]]}, "not in subnet"),
         ({"ranges": [[{"subnet": "10.0.0.0/24", "rangeStart": "10.0.1.5"}]]}, "not in subnet"),
-        ({"ranges": [[{"subnet": "10.0.0.0/24", "rangeStart": "10.0.0.9",
-                       "rangeEnd": "10.0.0.5"}]]}, "after rangeEnd"),
+        (
+            {
+                "ranges": [
+                    [{"subnet": "10.0.0.0/24", "rangeStart": "10.0.0.9", "rangeEnd": "10.0.0.5"}]
+                ]
+            },
+            "after rangeEnd",
+        ),
         ({"ranges": [[{"subnet": "10.0.0.0/24"}], [{"subnet": "10.0.0.0/25"}]]}, "overlaps"),
         ({"ranges": [[{"subnet": "10.0.0.0/24"}, {"subnet": "10.0.0.0/24"}]]}, "overlaps"),
         ({"ranges": [[{"subnet": "10.0.0.0/24"}, {"subnet": "fd00::/64"}]]}, "mixes"),

@@ -10,10 +10,10 @@ import time
 from pathlib import Path
 
 import pytest
-
 from multihome.ipam import allocator, config
 from multihome.ipam.store import FileStore
 from multihome.lib.errors import CNIError
+
 from tests.ipam_helpers import request
 
 IP = ipaddress.ip_address
@@ -128,8 +128,9 @@ def test_add_reads_constant_files_with_30000_leases(tmp_path: Path) -> None:
         ip = ipaddress.ip_address(int(IP("10.20.0.2")) + i)
         (netdir / str(ip)).write_bytes(f"ctr{i}\r\neth0".encode())
     (netdir / "last_reserved_ip.0").write_text(str(ip))
-    pool = config.load(request({"ranges": [[{"subnet": "10.20.0.0/16"}]], "dataDir": str(tmp_path)},
-                               name="big"))
+    pool = config.load(
+        request({"ranges": [[{"subnet": "10.20.0.0/16"}]], "dataDir": str(tmp_path)}, name="big")
+    )
     with CountingStore(str(tmp_path), "big") as store, store.locked():
         CountingStore.reads = 0
         got = allocator.allocate(pool, store, ("newctr", "net1"))
