@@ -25,8 +25,6 @@ def _owner(req: Request) -> Owner:
 
 
 class HostLocal:
-    cni_args = frozenset({"IP"})
-
     def add(self, req: Request) -> Result:
         pool = config.load(req)
         store = FileStore(pool.data_dir, pool.network, pool.lock_timeout)

@@ -106,8 +106,6 @@ def addresses(req: Request) -> list[IPConfig]:
 
 
 class Static:
-    cni_args = frozenset({"IP", "GATEWAY"})
-
     def add(self, req: Request) -> Result:
         conf = parse(StaticNetConf, req.conf)
         return Result(ips=addresses(req), routes=conf.ipam.routes, dns=conf.ipam.dns)

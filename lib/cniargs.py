@@ -17,6 +17,10 @@ COMMON_KEYS = frozenset(
         "K8S_POD_UID",
     }
 )
+# Keys some multihome plugin reads. A runtime sends one CNI_ARGS to the whole
+# chain (and the main plugin passes it to its IPAM), so each plugin accepts
+# them all; only keys no plugin knows need IgnoreUnknown.
+SUITE_KEYS = COMMON_KEYS | frozenset({"IP", "MAC", "GATEWAY"})
 _TRUE = frozenset({"1", "true"})
 _FALSE = frozenset({"0", "false"})
 
@@ -30,7 +34,7 @@ def _bool(key: str, value: str) -> bool:
     raise CNIError(INVALID_ENV, f"CNI_ARGS: {key}={value!r} is not a boolean")
 
 
-def parse(raw: str, known: frozenset[str] = frozenset()) -> dict[str, str]:
+def parse(raw: str, known: frozenset[str] = SUITE_KEYS) -> dict[str, str]:
     """Return the pairs of ``raw`` as a dict; raise CNIError code 4 on bad input."""
     pairs: dict[str, str] = {}
     for item in raw.split(";"):

@@ -20,6 +20,9 @@ INTERNAL = 999
 # Codes from 100 up are ours (the spec reserves 0-99).
 PLUGIN_NOT_FOUND = 100
 DELEGATE_FAILED = 101
+KERNEL_REFUSED = 102
+INTERFACE_EXISTS = 103
+CHECK_FAILED = 120
 
 
 class CNIError(Exception):

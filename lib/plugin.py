@@ -1,4 +1,4 @@
-"""What a plugin is: five handlers and the CNI_ARGS keys it understands."""
+"""What a plugin is: five handlers, one per CNI command that carries a config."""
 
 from __future__ import annotations
 
@@ -15,8 +15,6 @@ class Plugin(Protocol):
     config asks for. The other handlers return nothing and raise ``CNIError``
     on failure.
     """
-
-    cni_args: frozenset[str]
 
     def add(self, req: Request) -> Result: ...
     def delete(self, req: Request) -> None: ...

@@ -12,6 +12,8 @@ if TYPE_CHECKING:
     from .plugin import Plugin
 
 PLUGINS: dict[str, str] = {
+    "mh-macvlan": "multihome.plugins.macvlan",
+    "mh-ipvlan": "multihome.plugins.ipvlan",
     "mh-noop": "multihome.plugins.noop",
     "mh-ipam": "multihome.ipam.hostlocal",
     "mh-static": "multihome.ipam.static",

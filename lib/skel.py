@@ -166,8 +166,8 @@ def _dispatch(plugin_name: str, env: Mapping[str, str], stdin: bytes, state: lis
         validate.interface_name(env.get("CNI_IFNAME", ""))
     if command in NETNS_COMMANDS:
         _check_netns(env["CNI_NETNS"], env)
+    args = cniargs.parse(env.get("CNI_ARGS", ""))
     plugin = registry.load(plugin_name)
-    args = cniargs.parse(env.get("CNI_ARGS", ""), plugin.cni_args)
     from .request import Request
 
     return _call(

@@ -21,8 +21,6 @@ class NoopConf(NetConf):
 
 
 class Noop:
-    cni_args = frozenset({"IP", "MAC", "GATEWAY"})
-
     def add(self, req: Request) -> Result:
         conf = parse(NoopConf, req.conf)
         prev = req.prev_result

@@ -1,0 +1,520 @@
+"""rtnetlink, spoken directly: the only module that talks to the kernel's routing stack.
+
+Messages are packed with ``struct`` and sent on an ``AF_NETLINK`` socket. A
+socket belongs to the network namespace of the thread that opened it, so
+``Rtnl()`` inside ``with NetNS(...)`` talks to that namespace even after the
+block ends. Requests can be batched into one ``sendmsg``; each gets its ACK.
+
+Why not pyroute2: importing it costs about 300 ms per process, encoding costs
+about 0.4 ms per message (a 40-route set would cost more than the whole Go
+plugin), and 0.9.7 cannot encode IFLA_MACVLAN_BC_QUEUE_LEN. This module does
+what the plugins need in well under a millisecond per ADD.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+import ipaddress
+import os
+import socket
+import struct
+
+# ---- constants from linux/netlink.h, rtnetlink.h, if_link.h, if_addr.h, fib_rules.h ----
+NLMSG_ERROR, NLMSG_DONE = 2, 3
+NLM_F_REQUEST, NLM_F_MULTI, NLM_F_ACK, NLM_F_DUMP_INTR = 0x1, 0x2, 0x4, 0x10
+NLM_F_DUMP = 0x300
+NLM_F_REPLACE, NLM_F_EXCL, NLM_F_CREATE, NLM_F_APPEND = 0x100, 0x200, 0x400, 0x800
+NLM_F_ACK_TLVS = 0x200
+NLMSGERR_ATTR_MSG = 1
+SOL_NETLINK, NETLINK_EXT_ACK, NETLINK_GET_STRICT_CHK = 270, 11, 12
+NLA_F_NESTED = 0x8000
+
+RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
+RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
+RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
+RTM_NEWRULE, RTM_DELRULE, RTM_GETRULE = 32, 33, 34
+
+IFF_UP = 0x1
+IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINK, IFLA_MASTER = 1, 3, 4, 5, 10
+IFLA_OPERSTATE, IFLA_LINKINFO, IFLA_NET_NS_FD, IFLA_LINK_NETNSID = 16, 18, 28, 37
+IFLA_INFO_KIND, IFLA_INFO_DATA = 1, 2
+IFLA_MACVLAN_MODE, IFLA_MACVLAN_BC_QUEUE_LEN = 1, 7
+IFLA_IPVLAN_MODE = 1
+MACVLAN_MODES = {"private": 1, "vepa": 2, "bridge": 4, "passthru": 8, "source": 16}
+IPVLAN_MODES = {"l2": 0, "l3": 1, "l3s": 2}
+OPER_UP = 6
+
+IFA_ADDRESS, IFA_LOCAL, IFA_FLAGS = 1, 2, 8
+IFA_F_NODAD, IFA_F_OPTIMISTIC, IFA_F_DADFAILED = 0x02, 0x04, 0x08
+IFA_F_TENTATIVE, IFA_F_PERMANENT = 0x40, 0x80
+
+RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_PREFSRC = 1, 4, 5, 6, 7
+RTA_METRICS, RTA_TABLE = 8, 15
+RTAX_MTU, RTAX_ADVMSS = 2, 8
+RT_TABLE_MAIN = 254
+RTPROT_BOOT, RTPROT_STATIC = 3, 4
+SCOPE_UNIVERSE, SCOPE_LINK, SCOPE_HOST = 0, 253, 254
+RTN_UNICAST = 1
+
+FRA_DST, FRA_SRC, FRA_PRIORITY, FRA_TABLE = 1, 2, 6, 15
+FR_ACT_TO_TBL = 1
+
+_HDR = struct.Struct("=LHHLL")
+_IFINFO = struct.Struct("=BxHiII")
+_IFADDR = struct.Struct("=BBBBI")
+_RTMSG = struct.Struct("=BBBBBBBBI")  # also fib_rule_hdr: same layout
+_ATTR = struct.Struct("=HH")
+_U32 = struct.Struct("=I")
+_U16 = struct.Struct("=H")
+_DUMP_RETRIES = 5
+
+
+class NetlinkError(OSError):
+    """A request the kernel refused; ``errno`` says why, ``strerror`` adds its message."""
+
+
+def _align(n: int) -> int:
+    return (n + 3) & ~3
+
+
+def attr(kind: int, data: bytes) -> bytes:
+    size = _ATTR.size + len(data)
+    return _ATTR.pack(size, kind) + data + b"\0" * (_align(size) - size)
+
+
+def attr_u32(kind: int, value: int) -> bytes:
+    return attr(kind, _U32.pack(value))
+
+
+def attr_str(kind: int, value: str) -> bytes:
+    return attr(kind, value.encode() + b"\0")
+
+
+def nested(kind: int, *children: bytes) -> bytes:
+    return attr(kind | NLA_F_NESTED, b"".join(children))
+
+
+def parse_attrs(data: bytes | memoryview, offset: int = 0) -> dict[int, bytes]:
+    """{type: payload} of a run of rtattrs (the nested flag stripped)."""
+    out: dict[int, bytes] = {}
+    end = len(data)
+    while offset + 4 <= end:
+        size, kind = _ATTR.unpack_from(data, offset)
+        if size < 4:
+            break
+        out[kind & 0x3FFF] = bytes(data[offset + 4 : offset + size])
+        offset += _align(size)
+    return out
+
+
+def _cstr(data: bytes) -> str:
+    return data.split(b"\0", 1)[0].decode("utf-8", "replace")
+
+
+def _ip_bytes(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bytes:
+    return ip.packed
+
+
+def family_of(version: int) -> int:
+    return socket.AF_INET if version == 4 else socket.AF_INET6
+
+
+# ---- parsed objects ----------------------------------------------------------
+
+
+class Link:
+    __slots__ = ("data", "flags", "index", "kind", "link", "mac", "mtu", "name", "operstate")
+
+    def __init__(self, body: bytes) -> None:
+        _, _, self.index, self.flags, _ = _IFINFO.unpack_from(body)
+        attrs = parse_attrs(body, _IFINFO.size)
+        self.name = _cstr(attrs.get(IFLA_IFNAME, b""))
+        self.mtu = _U32.unpack(attrs[IFLA_MTU])[0] if IFLA_MTU in attrs else 0
+        raw_mac = attrs.get(IFLA_ADDRESS, b"")
+        self.mac = ":".join(f"{b:02x}" for b in raw_mac)
+        self.link = _U32.unpack(attrs[IFLA_LINK])[0] if IFLA_LINK in attrs else 0
+        self.operstate = attrs.get(IFLA_OPERSTATE, b"\0")[0]
+        info = parse_attrs(attrs.get(IFLA_LINKINFO, b""))
+        self.kind = _cstr(info.get(IFLA_INFO_KIND, b""))
+        self.data = parse_attrs(info.get(IFLA_INFO_DATA, b""))
+
+    @property
+    def up(self) -> bool:
+        return bool(self.flags & IFF_UP)
+
+    def mode(self) -> str:
+        """The macvlan or ipvlan mode name, or ''."""
+        if self.kind == "macvlan" and IFLA_MACVLAN_MODE in self.data:
+            value = _U32.unpack(self.data[IFLA_MACVLAN_MODE][:4])[0]
+            return next((k for k, v in MACVLAN_MODES.items() if v == value), str(value))
+        if self.kind == "ipvlan" and IFLA_IPVLAN_MODE in self.data:
+            value = _U16.unpack(self.data[IFLA_IPVLAN_MODE][:2])[0]
+            return next((k for k, v in IPVLAN_MODES.items() if v == value), str(value))
+        return ""
+
+    def macvlan_bc_queue_len(self) -> int | None:
+        raw = self.data.get(IFLA_MACVLAN_BC_QUEUE_LEN)
+        return _U32.unpack(raw[:4])[0] if raw else None
+
+
+class Addr:
+    __slots__ = ("flags", "index", "interface", "scope")
+
+    def __init__(self, body: bytes) -> None:
+        family, prefixlen, flags, self.scope, self.index = _IFADDR.unpack_from(body)
+        attrs = parse_attrs(body, _IFADDR.size)
+        raw = attrs.get(IFA_LOCAL) or attrs.get(IFA_ADDRESS, b"")
+        self.flags = _U32.unpack(attrs[IFA_FLAGS])[0] if IFA_FLAGS in attrs else flags
+        ip = ipaddress.ip_address(raw) if raw else ipaddress.ip_address(0)
+        self.interface = ipaddress.ip_interface(f"{ip}/{prefixlen}")
+        del family
+
+
+class RouteEntry:
+    __slots__ = (
+        "advmss",
+        "dst",
+        "family",
+        "gw",
+        "mtu",
+        "oif",
+        "prefsrc",
+        "priority",
+        "protocol",
+        "scope",
+        "table",
+        "type",
+    )
+
+    def __init__(self, body: bytes) -> None:
+        (self.family, dst_len, _, _, table, self.protocol, self.scope, self.type, _) = (
+            _RTMSG.unpack_from(body)
+        )
+        attrs = parse_attrs(body, _RTMSG.size)
+        self.table = _U32.unpack(attrs[RTA_TABLE])[0] if RTA_TABLE in attrs else table
+        zero = "0.0.0.0" if self.family == socket.AF_INET else "::"  # noqa: S104 - an address
+        dst = (
+            ipaddress.ip_address(attrs[RTA_DST]) if RTA_DST in attrs else ipaddress.ip_address(zero)
+        )
+        self.dst = ipaddress.ip_network(f"{dst}/{dst_len}", strict=False)
+        self.gw = ipaddress.ip_address(attrs[RTA_GATEWAY]) if RTA_GATEWAY in attrs else None
+        self.oif = _U32.unpack(attrs[RTA_OIF])[0] if RTA_OIF in attrs else 0
+        self.priority = _U32.unpack(attrs[RTA_PRIORITY])[0] if RTA_PRIORITY in attrs else 0
+        self.prefsrc = ipaddress.ip_address(attrs[RTA_PREFSRC]) if RTA_PREFSRC in attrs else None
+        metrics = parse_attrs(attrs.get(RTA_METRICS, b""))
+        self.mtu = _U32.unpack(metrics[RTAX_MTU])[0] if RTAX_MTU in metrics else 0
+        self.advmss = _U32.unpack(metrics[RTAX_ADVMSS])[0] if RTAX_ADVMSS in metrics else 0
+
+
+class Rule:
+    __slots__ = ("dst", "family", "priority", "src", "table")
+
+    def __init__(self, body: bytes) -> None:
+        self.family, dst_len, src_len, _, table, _, _, _, _ = _RTMSG.unpack_from(body)
+        attrs = parse_attrs(body, _RTMSG.size)
+        self.table = _U32.unpack(attrs[FRA_TABLE])[0] if FRA_TABLE in attrs else table
+        self.priority = _U32.unpack(attrs[FRA_PRIORITY])[0] if FRA_PRIORITY in attrs else 0
+        self.src = (
+            ipaddress.ip_network(f"{ipaddress.ip_address(attrs[FRA_SRC])}/{src_len}")
+            if FRA_SRC in attrs
+            else None
+        )
+        self.dst = (
+            ipaddress.ip_network(f"{ipaddress.ip_address(attrs[FRA_DST])}/{dst_len}")
+            if FRA_DST in attrs
+            else None
+        )
+
+
+# ---- message builders (pure: bytes in, bytes out) ----------------------------
+
+
+class Request:
+    """One netlink request: a message type, flags and its body."""
+
+    __slots__ = ("body", "flags", "type")
+
+    def __init__(self, type_: int, flags: int, body: bytes) -> None:
+        self.type = type_
+        self.flags = flags
+        self.body = body
+
+
+def link_create(
+    name: str,
+    kind: str,
+    master: int,
+    data: bytes,
+    *,
+    mtu: int = 0,
+    mac: bytes = b"",
+    netns_fd: int = -1,
+) -> Request:
+    attrs = [attr_str(IFLA_IFNAME, name), attr_u32(IFLA_LINK, master)]
+    if mtu:
+        attrs.append(attr_u32(IFLA_MTU, mtu))
+    if mac:
+        attrs.append(attr(IFLA_ADDRESS, mac))
+    if netns_fd >= 0:
+        attrs.append(attr_u32(IFLA_NET_NS_FD, netns_fd))
+    attrs.append(
+        nested(IFLA_LINKINFO, attr_str(IFLA_INFO_KIND, kind), nested(IFLA_INFO_DATA, data))
+    )
+    body = _IFINFO.pack(socket.AF_UNSPEC, 0, 0, 0, 0) + b"".join(attrs)
+    return Request(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, body)
+
+
+def link_set(index: int, *, name: str = "", up: bool | None = None) -> Request:
+    flags = change = 0
+    if up is not None:
+        flags, change = (IFF_UP if up else 0), IFF_UP
+    attrs = attr_str(IFLA_IFNAME, name) if name else b""
+    return Request(RTM_NEWLINK, 0, _IFINFO.pack(socket.AF_UNSPEC, 0, index, flags, change) + attrs)
+
+
+def link_delete(index: int) -> Request:
+    return Request(RTM_DELLINK, 0, _IFINFO.pack(socket.AF_UNSPEC, 0, index, 0, 0))
+
+
+def addr_add(
+    index: int, interface: ipaddress.IPv4Interface | ipaddress.IPv6Interface, flags: int = 0
+) -> Request:
+    ip = interface.ip
+    family = family_of(ip.version)
+    attrs = attr(IFA_LOCAL, _ip_bytes(ip)) + attr(IFA_ADDRESS, _ip_bytes(ip))
+    if ip.version == 4 and interface.network.prefixlen < 31:
+        attrs += attr(4, _ip_bytes(interface.network.broadcast_address))  # IFA_BROADCAST
+    attrs += attr_u32(IFA_FLAGS, flags | IFA_F_PERMANENT)
+    body = _IFADDR.pack(family, interface.network.prefixlen, flags & 0xFF, SCOPE_UNIVERSE, index)
+    return Request(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, body + attrs)
+
+
+class RouteSpec:
+    """What to install: the kernel fields of a CNI route."""
+
+    __slots__ = ("advmss", "dst", "gw", "mtu", "oif", "prefsrc", "priority", "scope", "table")
+
+    def __init__(
+        self,
+        dst: ipaddress.IPv4Network | ipaddress.IPv6Network,
+        *,
+        gw: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None,
+        oif: int = 0,
+        table: int = RT_TABLE_MAIN,
+        priority: int = 0,
+        scope: int | None = None,
+        prefsrc: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None,
+        mtu: int = 0,
+        advmss: int = 0,
+    ) -> None:
+        self.dst, self.gw, self.oif, self.table, self.priority = dst, gw, oif, table, priority
+        self.scope = scope if scope is not None else (SCOPE_UNIVERSE if gw else SCOPE_LINK)
+        self.prefsrc, self.mtu, self.advmss = prefsrc, mtu, advmss
+
+    def key(self) -> tuple[object, ...]:
+        return (self.dst, self.table, self.priority)
+
+
+def _route_body(spec: RouteSpec, protocol: int = RTPROT_BOOT) -> bytes:
+    family = family_of(spec.dst.version)
+    head = _RTMSG.pack(
+        family,
+        spec.dst.prefixlen,
+        0,
+        0,
+        spec.table if spec.table < 256 else 0,
+        protocol,
+        spec.scope,
+        RTN_UNICAST,
+        0,
+    )
+    attrs = [attr_u32(RTA_TABLE, spec.table)]
+    if spec.dst.prefixlen:
+        attrs.append(attr(RTA_DST, _ip_bytes(spec.dst.network_address)))
+    if spec.gw is not None:
+        attrs.append(attr(RTA_GATEWAY, _ip_bytes(spec.gw)))
+    if spec.oif:
+        attrs.append(attr_u32(RTA_OIF, spec.oif))
+    if spec.priority:
+        attrs.append(attr_u32(RTA_PRIORITY, spec.priority))
+    if spec.prefsrc is not None:
+        attrs.append(attr(RTA_PREFSRC, _ip_bytes(spec.prefsrc)))
+    metrics = b""
+    if spec.mtu:
+        metrics += attr_u32(RTAX_MTU, spec.mtu)
+    if spec.advmss:
+        metrics += attr_u32(RTAX_ADVMSS, spec.advmss)
+    if metrics:
+        attrs.append(attr(RTA_METRICS, metrics))
+    return head + b"".join(attrs)
+
+
+def route_add(spec: RouteSpec, append: bool = False) -> Request:
+    """Add a route; ``append`` adds another path to the same destination (ECMP)."""
+    flags = NLM_F_CREATE | (NLM_F_APPEND if append else NLM_F_EXCL)
+    return Request(RTM_NEWROUTE, flags, _route_body(spec))
+
+
+def route_delete(spec: RouteSpec) -> Request:
+    return Request(RTM_DELROUTE, 0, _route_body(spec, protocol=0))
+
+
+def rule_request(
+    add: bool, src: ipaddress.IPv4Network | ipaddress.IPv6Network, table: int, priority: int = 0
+) -> Request:
+    family = family_of(src.version)
+    head = _RTMSG.pack(
+        family, 0, src.prefixlen, 0, table if table < 256 else 0, 0, 0, FR_ACT_TO_TBL, 0
+    )
+    attrs = attr(FRA_SRC, _ip_bytes(src.network_address)) + attr_u32(FRA_TABLE, table)
+    if priority:
+        attrs += attr_u32(FRA_PRIORITY, priority)
+    kind, flags = (RTM_NEWRULE, NLM_F_CREATE | NLM_F_EXCL) if add else (RTM_DELRULE, 0)
+    return Request(kind, flags, head + attrs)
+
+
+# ---- the socket ---------------------------------------------------------------
+
+
+class Rtnl:
+    """A NETLINK_ROUTE socket in the calling thread's current network namespace."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(
+            socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, socket.NETLINK_ROUTE
+        )
+        self.sock.bind((0, 0))
+        for option in (NETLINK_EXT_ACK, NETLINK_GET_STRICT_CHK):
+            try:  # noqa: SIM105 - contextlib is not needed on this path
+                self.sock.setsockopt(SOL_NETLINK, option, 1)
+            except OSError:
+                pass  # older kernels: plain errors and unfiltered dumps
+        self.seq = 0
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> Rtnl:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _send(self, requests: list[Request], extra_flags: int) -> list[int]:
+        seqs, chunks = [], []
+        for req in requests:
+            self.seq += 1
+            seqs.append(self.seq)
+            size = _HDR.size + len(req.body)
+            flags = NLM_F_REQUEST | req.flags | extra_flags
+            chunks.append(_HDR.pack(size, req.type, flags, self.seq, 0) + req.body)
+        self.sock.sendall(b"".join(chunks))
+        return seqs
+
+    def _messages(self) -> list[tuple[int, int, int, memoryview]]:
+        data = memoryview(self.sock.recv(1 << 20))
+        out, offset = [], 0
+        while offset + _HDR.size <= len(data):
+            size, kind, flags, seq, _ = _HDR.unpack_from(data, offset)
+            if size < _HDR.size:
+                break
+            out.append((kind, flags, seq, data[offset + _HDR.size : offset + size]))
+            offset += _align(size)
+        return out
+
+    @staticmethod
+    def _error(body: memoryview, flags: int) -> NetlinkError | None:
+        code = -struct.unpack_from("=i", body)[0]
+        if code == 0:
+            return None
+        message = os.strerror(code)
+        if flags & NLM_F_ACK_TLVS:
+            inner = _HDR.unpack_from(body, 4)[0]
+            tlvs = parse_attrs(body, 4 + inner if flags & 0x100 == 0 else 4 + _HDR.size)
+            if NLMSGERR_ATTR_MSG in tlvs:
+                message = f"{message}: {_cstr(tlvs[NLMSGERR_ATTR_MSG])}"
+        return NetlinkError(code, message)
+
+    def batch(self, requests: list[Request]) -> list[NetlinkError | None]:
+        """Send all requests in one write; return each one's error (None = done)."""
+        if not requests:
+            return []
+        seqs = self._send(requests, NLM_F_ACK)
+        results: dict[int, NetlinkError | None] = {}
+        while len(results) < len(seqs):
+            for kind, flags, seq, body in self._messages():
+                if kind == NLMSG_ERROR and seq in seqs:
+                    results[seq] = self._error(body, flags)
+        return [results[s] for s in seqs]
+
+    def call(self, request: Request) -> None:
+        """One request; raise NetlinkError if the kernel refuses it."""
+        err = self.batch([request])[0]
+        if err is not None:
+            raise err
+
+    def dump(self, kind: int, body: bytes) -> list[bytes]:
+        """A dump request's replies, retried when the kernel flags it interrupted."""
+        for _ in range(_DUMP_RETRIES):
+            seq = self._send([Request(kind, NLM_F_DUMP, body)], 0)[0]
+            replies: list[bytes] = []
+            interrupted = done = False
+            while not done:
+                for mtype, flags, mseq, mbody in self._messages():
+                    if mseq != seq:
+                        continue
+                    if mtype == NLMSG_DONE:
+                        done = True
+                    elif mtype == NLMSG_ERROR:
+                        err = self._error(mbody, flags)
+                        if err is not None:
+                            raise err
+                        done = True
+                    else:
+                        interrupted |= bool(flags & NLM_F_DUMP_INTR)
+                        replies.append(bytes(mbody))
+            if not interrupted:
+                return replies
+        raise NetlinkError(_errno.EINTR, "netlink dump kept being interrupted")
+
+    # ---- queries ---------------------------------------------------------------
+
+    def links(self) -> list[Link]:
+        return [Link(b) for b in self.dump(RTM_GETLINK, _IFINFO.pack(0, 0, 0, 0, 0))]
+
+    def link(self, name: str) -> Link | None:
+        body = _IFINFO.pack(socket.AF_UNSPEC, 0, 0, 0, 0) + attr_str(IFLA_IFNAME, name)
+        self.seq += 1
+        self.sock.sendall(
+            _HDR.pack(_HDR.size + len(body), RTM_GETLINK, NLM_F_REQUEST, self.seq, 0) + body
+        )
+        while True:
+            for kind, flags, seq, mbody in self._messages():
+                if seq != self.seq:
+                    continue
+                if kind == NLMSG_ERROR:
+                    err = self._error(mbody, flags)
+                    if err is None or err.errno in (_errno.ENODEV, _errno.ENOENT):
+                        return None
+                    raise err
+                return Link(bytes(mbody))
+
+    def link_by_index(self, index: int) -> Link | None:
+        return next((link for link in self.links() if link.index == index), None)
+
+    def addrs(self, index: int = 0, version: int = 0) -> list[Addr]:
+        family = family_of(version) if version else socket.AF_UNSPEC
+        found = [Addr(b) for b in self.dump(RTM_GETADDR, _IFADDR.pack(family, 0, 0, 0, index))]
+        return [a for a in found if not index or a.index == index]
+
+    def routes(self, version: int, table: int = 0) -> list[RouteEntry]:
+        """Unicast routes of one family, in ``table`` (0 = every table)."""
+        body = _RTMSG.pack(family_of(version), 0, 0, 0, table if table < 256 else 0, 0, 0, 0, 0)
+        if table >= 256:
+            body += attr_u32(RTA_TABLE, table)
+        found = [RouteEntry(b) for b in self.dump(RTM_GETROUTE, body)]
+        return [r for r in found if r.type == RTN_UNICAST and (not table or r.table == table)]
+
+    def rules(self, version: int) -> list[Rule]:
+        body = _RTMSG.pack(family_of(version), 0, 0, 0, 0, 0, 0, 0, 0)
+        return [Rule(b) for b in self.dump(RTM_GETRULE, body)]
