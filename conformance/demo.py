@@ -1,10 +1,12 @@
-"""The demo (``make demo``): our plugins driven by libcni in network namespaces.
+"""The demo (``make demo``): the abcdesktop VLAN setup, run through libcni in namespaces.
 
 It builds a throwaway topology on this machine, never touching its own
-interfaces: a "host" namespace holding a veth end as the master, a peer
-namespace at the other end, and a pod namespace. Then it runs the demo
-conflist through build/cnitool (ADD, CHECK, DEL) from inside the host
-namespace, as Multus would, and shows what happened.
+interfaces: a "host" namespace whose veth end ``eno1.200`` plays the VLAN
+master, a "router" namespace at the other end holding the VLAN's gateways
+(203.0.113.1 and 2001:db8:200::1), and a pod namespace. It then runs the
+seed's dual-stack network (mh-macvlan + mh-ipam) through build/cnitool from
+inside the host namespace, as Multus would: ADD, a look at the pod, a ping
+through net1, CHECK, DEL.
 """
 
 from __future__ import annotations
@@ -14,12 +16,14 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 CNITOOL = ROOT / "build" / "cnitool"
 CNI_PATH = f"{ROOT / 'build' / 'cni-bin'}:/usr/lib/cni"
 TAG = f"mhdemo{os.getpid() % 10000}"
+GW4, GW6 = "203.0.113.1", "2001:db8:200::1"
 
 
 def sh(*cmd: str, env: dict[str, str] | None = None, check: bool = True) -> str:
@@ -32,83 +36,74 @@ def sh(*cmd: str, env: dict[str, str] | None = None, check: bool = True) -> str:
 def conflist(datadir: str) -> dict[str, object]:
     return {
         "cniVersion": "1.0.0",
-        "name": "demo-vlan200",
+        "name": "macvlan-conf-1",
         "plugins": [
             {
-                "type": "mh-noop",
+                "type": "mh-macvlan",
+                "master": "eno1.200",
+                "mode": "bridge",
                 "ipam": {
-                    "type": "host-local",
+                    "type": "mh-ipam",
                     "dataDir": datadir,
                     "ranges": [
-                        [
-                            {
-                                "subnet": "203.0.113.0/24",
-                                "rangeStart": "203.0.113.10",
-                                "rangeEnd": "203.0.113.50",
-                                "gateway": "203.0.113.1",
-                            }
-                        ]
+                        [{"subnet": "203.0.113.0/24", "rangeStart": "203.0.113.10",
+                          "rangeEnd": "203.0.113.50", "gateway": GW4}],
+                        [{"subnet": "2001:db8:200::/64", "rangeStart": "2001:db8:200::10",
+                          "rangeEnd": "2001:db8:200::ff", "gateway": GW6}],
                     ],
+                    "routes": [{"dst": "192.169.0.0/16"}, {"dst": "::/0"}],
                 },
             },
-            {"type": "mh-noop"},
         ],
     }
 
 
+def topology(host: str, router: str, pod: str) -> None:
+    for ns in (host, router, pod):
+        sh("ip", "netns", "add", ns)
+    sh("ip", "-n", host, "link", "add", "eno1.200", "type", "veth", "peer", "name", "vlan200",
+       "netns", router)
+    sh("ip", "-n", host, "link", "set", "eno1.200", "up")
+    sh("ip", "-n", router, "link", "set", "vlan200", "up")
+    sh("ip", "-n", router, "addr", "add", f"{GW4}/24", "dev", "vlan200")
+    sh("ip", "-n", router, "addr", "add", f"{GW6}/64", "dev", "vlan200", "nodad")
+
+
+def cnitool(host: str, env: dict[str, str], command: str, pod_path: str) -> str:
+    start = time.perf_counter()
+    out = sh("ip", "netns", "exec", host, str(CNITOOL), command, "macvlan-conf-1", pod_path,
+             env=env)
+    print(f"== cnitool {command}: ok ({(time.perf_counter() - start) * 1000:.0f} ms)")
+    return out
+
+
 def main() -> int:
-    host, peer, pod = f"{TAG}-host", f"{TAG}-peer", f"{TAG}-pod"
+    host, router, pod = f"{TAG}-host", f"{TAG}-router", f"{TAG}-pod"
     with tempfile.TemporaryDirectory(prefix="mhdemo") as tmp:
         confdir = Path(tmp, "net.d")
         confdir.mkdir()
-        (confdir / "demo.conflist").write_text(json.dumps(conflist(f"{tmp}/ipam"), indent=2))
+        (confdir / "macvlan-conf-1.conflist").write_text(json.dumps(conflist(f"{tmp}/ipam")))
+        env = {"PATH": os.environ["PATH"], "NETCONFPATH": str(confdir), "CNI_PATH": CNI_PATH,
+               "CNI_IFNAME": "net1", "CNI_CACHE_DIR": f"{tmp}/cache"}
+        pod_path = f"/run/netns/{pod}"
         try:
-            for ns in (host, peer, pod):
-                sh("ip", "netns", "add", ns)
-            sh(
-                "ip",
-                "-n",
-                host,
-                "link",
-                "add",
-                "eno1",
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "gw0",
-                "netns",
-                peer,
-            )
-            sh("ip", "-n", host, "link", "set", "eno1", "up")
-            env = {
-                "PATH": os.environ["PATH"],
-                "NETCONFPATH": str(confdir),
-                "CNI_PATH": CNI_PATH,
-                "CNI_IFNAME": "net1",
-                "CNI_CACHE_DIR": f"{tmp}/cache",
-            }
-            pod_path = f"/run/netns/{pod}"
-            print(f"== namespaces: host={host} (master eno1), peer={peer}, pod={pod}")
-            for command in ("add", "check", "del"):
-                out = sh(
-                    "ip",
-                    "netns",
-                    "exec",
-                    host,
-                    str(CNITOOL),
-                    command,
-                    "demo-vlan200",
-                    pod_path,
-                    env=env,
-                )
-                print(f"== cnitool {command}: ok")
-                if out.strip():
-                    print(json.dumps(json.loads(out), indent=2))
-            leases = sorted(p.name for p in Path(tmp, "ipam", "demo-vlan200").iterdir())
+            topology(host, router, pod)
+            print(f"== namespaces: host={host} (master eno1.200), router={router}, pod={pod}")
+            print(json.dumps(json.loads(cnitool(host, env, "add", pod_path)), indent=2))
+            print("== in the pod:")
+            print(sh("ip", "-n", pod, "-br", "addr", "show", "net1"), end="")
+            print(sh("ip", "-n", pod, "route", "show", "dev", "net1"), end="")
+            print(sh("ip", "-n", pod, "-6", "route", "show", "default"), end="")
+            for target in (GW4, GW6):
+                sh("ip", "netns", "exec", pod, "ping", "-c", "1", "-W", "3", target)
+                print(f"== ping {target} through net1: answered")
+            cnitool(host, env, "check", pod_path)
+            cnitool(host, env, "del", pod_path)
+            leases = sorted(p.name for p in Path(tmp, "ipam", "macvlan-conf-1").iterdir())
+            print(f"== pod links after DEL: {sh('ip', '-n', pod, '-br', 'link').split()[0]}")
             print(f"== lease store after DEL: {leases}")
         finally:
-            for ns in (pod, peer, host):
+            for ns in (pod, router, host):
                 sh("ip", "netns", "del", ns, check=False)
     print("== demo finished; namespaces removed")
     return 0
