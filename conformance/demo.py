@@ -46,10 +46,22 @@ def conflist(datadir: str) -> dict[str, object]:
                     "type": "mh-ipam",
                     "dataDir": datadir,
                     "ranges": [
-                        [{"subnet": "203.0.113.0/24", "rangeStart": "203.0.113.10",
-                          "rangeEnd": "203.0.113.50", "gateway": GW4}],
-                        [{"subnet": "2001:db8:200::/64", "rangeStart": "2001:db8:200::10",
-                          "rangeEnd": "2001:db8:200::ff", "gateway": GW6}],
+                        [
+                            {
+                                "subnet": "203.0.113.0/24",
+                                "rangeStart": "203.0.113.10",
+                                "rangeEnd": "203.0.113.50",
+                                "gateway": GW4,
+                            }
+                        ],
+                        [
+                            {
+                                "subnet": "2001:db8:200::/64",
+                                "rangeStart": "2001:db8:200::10",
+                                "rangeEnd": "2001:db8:200::ff",
+                                "gateway": GW6,
+                            }
+                        ],
                     ],
                     "routes": [{"dst": "192.169.0.0/16"}, {"dst": "::/0"}],
                 },
@@ -61,8 +73,21 @@ def conflist(datadir: str) -> dict[str, object]:
 def topology(host: str, router: str, pod: str) -> None:
     for ns in (host, router, pod):
         sh("ip", "netns", "add", ns)
-    sh("ip", "-n", host, "link", "add", "eno1.200", "type", "veth", "peer", "name", "vlan200",
-       "netns", router)
+    sh(
+        "ip",
+        "-n",
+        host,
+        "link",
+        "add",
+        "eno1.200",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "vlan200",
+        "netns",
+        router,
+    )
     sh("ip", "-n", host, "link", "set", "eno1.200", "up")
     sh("ip", "-n", router, "link", "set", "vlan200", "up")
     sh("ip", "-n", router, "addr", "add", f"{GW4}/24", "dev", "vlan200")
@@ -71,8 +96,9 @@ def topology(host: str, router: str, pod: str) -> None:
 
 def cnitool(host: str, env: dict[str, str], command: str, pod_path: str) -> str:
     start = time.perf_counter()
-    out = sh("ip", "netns", "exec", host, str(CNITOOL), command, "macvlan-conf-1", pod_path,
-             env=env)
+    out = sh(
+        "ip", "netns", "exec", host, str(CNITOOL), command, "macvlan-conf-1", pod_path, env=env
+    )
     print(f"== cnitool {command}: ok ({(time.perf_counter() - start) * 1000:.0f} ms)")
     return out
 
@@ -83,8 +109,13 @@ def main() -> int:
         confdir = Path(tmp, "net.d")
         confdir.mkdir()
         (confdir / "macvlan-conf-1.conflist").write_text(json.dumps(conflist(f"{tmp}/ipam")))
-        env = {"PATH": os.environ["PATH"], "NETCONFPATH": str(confdir), "CNI_PATH": CNI_PATH,
-               "CNI_IFNAME": "net1", "CNI_CACHE_DIR": f"{tmp}/cache"}
+        env = {
+            "PATH": os.environ["PATH"],
+            "NETCONFPATH": str(confdir),
+            "CNI_PATH": CNI_PATH,
+            "CNI_IFNAME": "net1",
+            "CNI_CACHE_DIR": f"{tmp}/cache",
+        }
         pod_path = f"/run/netns/{pod}"
         try:
             topology(host, router, pod)

@@ -23,8 +23,9 @@ SEED = json.loads((Path(__file__).parent / "data" / "abcdesktop-dualstack.json")
 
 
 def seed_master(topo: Topology) -> None:
-    topo.host.ip("link", "add", "eth0.200", "type", "veth", "peer", "name", "gw200",
-                 "netns", topo.peer.name)
+    topo.host.ip(
+        "link", "add", "eth0.200", "type", "veth", "peer", "name", "gw200", "netns", topo.peer.name
+    )
     topo.host.ip("link", "set", "eth0.200", "up")
     topo.peer.ip("link", "set", "gw200", "up")
     topo.peer.ip("addr", "add", f"{GW4}/24", "dev", "gw200")
@@ -51,17 +52,27 @@ def test_seed_nad_as_written(topo: Topology, cnitool: Cnitool, tmp_path: Path) -
 
 
 @pytest.mark.parametrize("kind", [k for k in KINDS if k.values[0] == "ipvlan"])
-def test_chained_ipvlan_takes_master_and_ips_from_prev_result(kind: str, topo: Topology,
-                                                              tmp_path: Path) -> None:
-    prev = {"cniVersion": "1.0.0", "interfaces": [{"name": topo.master}],
-            "ips": [{"address": "203.0.113.77/24", "gateway": GW4, "interface": 0}]}
+def test_chained_ipvlan_takes_master_and_ips_from_prev_result(
+    kind: str, topo: Topology, tmp_path: Path
+) -> None:
+    prev = {
+        "cniVersion": "1.0.0",
+        "interfaces": [{"name": topo.master}],
+        "ips": [{"address": "203.0.113.77/24", "gateway": GW4, "interface": 0}],
+    }
     conf = {"cniVersion": "1.0.0", "name": "chained", "type": "mh-ipvlan", "prevResult": prev}
-    env = plugin_env("ADD", CNI_CONTAINERID="c1", CNI_IFNAME="net1", CNI_NETNS=topo.pod.path,
-                     CNI_PATH=f"{CNIBIN}:{REFERENCE_BIN}")
+    env = plugin_env(
+        "ADD",
+        CNI_CONTAINERID="c1",
+        CNI_IFNAME="net1",
+        CNI_NETNS=topo.pod.path,
+        CNI_PATH=f"{CNIBIN}:{REFERENCE_BIN}",
+    )
     proc = run_plugin("mh-ipvlan", env, conf, netns=topo.host)
     assert proc.returncode == 0, proc.stdout
     result = one_json(proc.stdout)
-    assert result["interfaces"] == [{"name": "net1", "mac": result["interfaces"][0]["mac"],
-                                     "sandbox": topo.pod.path}]
+    assert result["interfaces"] == [
+        {"name": "net1", "mac": result["interfaces"][0]["mac"], "sandbox": topo.pod.path}
+    ]
     assert result["ips"] == [{"interface": 0, "address": "203.0.113.77/24", "gateway": GW4}]
     assert addresses(topo) == ["203.0.113.77/24"]
