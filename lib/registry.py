@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 PLUGINS: dict[str, str] = {
     "mh-macvlan": "multihome.plugins.macvlan",
     "mh-ipvlan": "multihome.plugins.ipvlan",
+    "mh-route": "multihome.plugins.route",
     "mh-noop": "multihome.plugins.noop",
     "mh-ipam": "multihome.ipam.hostlocal",
     "mh-static": "multihome.ipam.static",

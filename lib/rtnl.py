@@ -13,11 +13,15 @@ what the plugins need in well under a millisecond per ADD.
 
 from __future__ import annotations
 
+import contextlib
 import errno as _errno
 import ipaddress
 import os
 import socket
 import struct
+from collections.abc import Iterator
+
+from .netns import NetNS
 
 # ---- constants from linux/netlink.h, rtnetlink.h, if_link.h, if_addr.h, fib_rules.h ----
 NLMSG_ERROR, NLMSG_DONE = 2, 3
@@ -53,7 +57,7 @@ RTA_METRICS, RTA_TABLE = 8, 15
 RTAX_MTU, RTAX_ADVMSS = 2, 8
 RT_TABLE_MAIN = 254
 RTPROT_BOOT, RTPROT_STATIC = 3, 4
-SCOPE_UNIVERSE, SCOPE_LINK, SCOPE_HOST = 0, 253, 254
+SCOPE_UNIVERSE, SCOPE_LINK, SCOPE_HOST, SCOPE_NOWHERE = 0, 253, 254, 255
 RTN_UNICAST = 1
 
 FRA_DST, FRA_SRC, FRA_PRIORITY, FRA_TABLE = 1, 2, 6, 15
@@ -314,8 +318,59 @@ class RouteSpec:
     def key(self) -> tuple[object, ...]:
         return (self.dst, self.table, self.priority)
 
+    @classmethod
+    def from_entry(cls, entry: RouteEntry) -> RouteSpec:
+        """The spec that re-creates a route read from the kernel."""
+        return cls(
+            entry.dst,
+            gw=entry.gw,
+            oif=entry.oif,
+            table=entry.table,
+            priority=entry.priority,
+            scope=entry.scope,
+            prefsrc=entry.prefsrc,
+            mtu=entry.mtu,
+            advmss=entry.advmss,
+        )
 
-def _route_body(spec: RouteSpec, protocol: int = RTPROT_BOOT) -> bytes:
+    def to_dict(self, ifname: str) -> dict[str, object]:
+        """A JSON form naming the interface (indexes do not survive re-creation)."""
+        return {
+            "dst": str(self.dst),
+            "gw": str(self.gw) if self.gw else None,
+            "dev": ifname,
+            "table": self.table,
+            "priority": self.priority,
+            "scope": self.scope,
+            "prefsrc": str(self.prefsrc) if self.prefsrc else None,
+            "mtu": self.mtu,
+            "advmss": self.advmss,
+        }
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, object], oif: int) -> RouteSpec:
+        def ip(key: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+            value = doc.get(key)
+            return ipaddress.ip_address(str(value)) if value else None
+
+        def num(key: str) -> int:
+            value = doc.get(key)
+            return value if isinstance(value, int) else 0
+
+        return cls(
+            ipaddress.ip_network(str(doc["dst"])),
+            gw=ip("gw"),
+            oif=oif,
+            table=num("table") or RT_TABLE_MAIN,
+            priority=num("priority"),
+            scope=num("scope"),
+            prefsrc=ip("prefsrc"),
+            mtu=num("mtu"),
+            advmss=num("advmss"),
+        )
+
+
+def _route_body(spec: RouteSpec, protocol: int = RTPROT_BOOT, scope: int | None = None) -> bytes:
     family = family_of(spec.dst.version)
     head = _RTMSG.pack(
         family,
@@ -324,7 +379,7 @@ def _route_body(spec: RouteSpec, protocol: int = RTPROT_BOOT) -> bytes:
         0,
         spec.table if spec.table < 256 else 0,
         protocol,
-        spec.scope,
+        spec.scope if scope is None else scope,
         RTN_UNICAST,
         0,
     )
@@ -356,7 +411,8 @@ def route_add(spec: RouteSpec, append: bool = False) -> Request:
 
 
 def route_delete(spec: RouteSpec) -> Request:
-    return Request(RTM_DELROUTE, 0, _route_body(spec, protocol=0))
+    """Delete the route matching ``spec`` (any protocol and scope, as ``ip route del``)."""
+    return Request(RTM_DELROUTE, 0, _route_body(spec, protocol=0, scope=SCOPE_NOWHERE))
 
 
 def rule_request(
@@ -518,3 +574,20 @@ class Rtnl:
     def rules(self, version: int) -> list[Rule]:
         body = _RTMSG.pack(family_of(version), 0, 0, 0, 0, 0, 0, 0, 0)
         return [Rule(b) for b in self.dump(RTM_GETRULE, body)]
+
+
+@contextlib.contextmanager
+def in_netns(path: str) -> Iterator[tuple[NetNS, Rtnl]]:
+    """The namespace at ``path`` and a socket in it (CNIError code 3 if it is gone).
+
+    The calling thread stays in its own namespace: only the socket lives there;
+    ``with ns:`` enters it where a thread must (sysctls under /proc/sys/net).
+    """
+    ns = NetNS(path)
+    try:
+        with ns:
+            sock = Rtnl()
+        with sock:
+            yield ns, sock
+    finally:
+        ns.close()

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 from multihome.lib import delegate, ifconfig, rtnl
@@ -91,20 +90,6 @@ def _is_missing(exc: OSError) -> bool:
     return exc.errno in (errno.ENODEV, errno.ENOENT)
 
 
-@contextlib.contextmanager
-def _opened(path: str) -> Iterator[tuple[NetNS, rtnl.Rtnl]]:
-    ns = NetNS(path)
-    try:
-        with ns:
-            sock = rtnl.Rtnl()
-        try:
-            yield ns, sock
-        finally:
-            sock.close()
-    finally:
-        ns.close()
-
-
 class LinkPlugin:
     """The shared implementation; ``kind`` says which link it makes."""
 
@@ -160,7 +145,7 @@ class LinkPlugin:
         conf = self.load(req)
         mac = self.mac(req, conf)
         # The undo stack closes before the pod socket does: rollback still needs it.
-        with _opened(req.netns) as (ns, pod), contextlib.ExitStack() as undo:
+        with rtnl.in_netns(req.netns) as (ns, pod), contextlib.ExitStack() as undo:
             if pod.link(req.ifname) is not None:
                 raise CNIError(
                     INTERFACE_EXISTS, f"interface {req.ifname} already exists in {req.netns}"
@@ -275,16 +260,11 @@ class LinkPlugin:
         if not req.netns:
             return
         try:
-            ns = NetNS(req.netns)
-        except CNIError:
-            return  # the namespace is gone, and the link with it
-        try:
-            with ns:
-                pod = rtnl.Rtnl()
-            with pod:
+            with rtnl.in_netns(req.netns) as (_, pod):
                 self._delete_link(pod, req.ifname)
-        finally:
-            ns.close()
+        except CNIError as exc:
+            if exc.code not in (3, 8):  # 3, 8: the namespace is gone, and the link with it
+                raise
 
     def _delete_link(self, pod: rtnl.Rtnl, ifname: str) -> None:
         link = pod.link(ifname)
@@ -319,7 +299,7 @@ class LinkPlugin:
         if index is None:
             raise CNIError(CHECK_FAILED, f"prevResult has no interface {req.ifname} in {req.netns}")
         expected = prev.interfaces[index]
-        with _opened(req.netns) as (_, pod), rtnl.Rtnl() as host:
+        with rtnl.in_netns(req.netns) as (_, pod), rtnl.Rtnl() as host:
             name, in_pod = self.master_name(req, conf, host)
             if (pod if in_pod else host).link(name) is None:
                 raise CNIError(CHECK_FAILED, f"master {name} is gone")
