@@ -74,6 +74,7 @@ demo: bin cnitool
 bench: bin cnitool
 	$(PY) conformance/bench_ipam.py
 	$(PY) conformance/bench_link.py
+	$(PY) conformance/bench_route.py
 
 clean:
 	rm -rf $(BUILD) dist

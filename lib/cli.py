@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from . import jsonfast, registry, skel
 
@@ -19,6 +20,24 @@ def _cmd_plugins(_: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_routes(ns: argparse.Namespace) -> int:
+    from multihome.plugins import routesets
+
+    try:
+        routes = routesets.nad_routes(ns.preset, ns.exclude, ns.via)
+    except ValueError as exc:
+        print(f"multihome routes: {exc}", file=sys.stderr)
+        return 2
+    if ns.format == "table":
+        for route in routes:
+            print(f"{route['dst']:<20} {route.get('gw', '')}")
+        print(f"# {len(routes)} routes", file=sys.stderr)
+    else:
+        lines = ",\n".join(f"  {jsonfast.dumps(r)}" for r in routes)
+        print(f"[\n{lines}\n]")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="multihome",
@@ -31,6 +50,34 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("plugins", help="list the CNI types this build provides").set_defaults(
         func=_cmd_plugins
     )
+    routes = sub.add_parser(
+        "routes",
+        help="print a computed route set as a NAD 'routes' array",
+        description="Compute a route set (a universe minus exclusions, aggregated to the "
+        "minimal CIDR list) and print it ready to paste into a NAD's ipam.routes.",
+    )
+    routes.add_argument(
+        "--preset",
+        action="append",
+        required=True,
+        help="public-ipv4, global-ipv4, default-ipv6 or global-ipv6 (repeatable)",
+    )
+    routes.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="CIDR",
+        help="a range to keep off the set, e.g. your pod or service CIDR",
+    )
+    routes.add_argument(
+        "--via",
+        action="append",
+        default=[],
+        metavar="GATEWAY",
+        help="the gateway of each family (two of a family give ECMP)",
+    )
+    routes.add_argument("--format", choices=("json", "table"), default="json")
+    routes.set_defaults(func=_cmd_routes)
     return parser
 
 

@@ -176,12 +176,12 @@ def check_routes(sock: rtnl.Rtnl, index: int, ifname: str, result: Result) -> No
         wanted = [r for r in result.routes if r.dst.version == version and _ours(r, subnets)]
         if not wanted:
             continue
-        present = [r for r in sock.routes(version) if r.oif == index]
+        present = sock.routes(version)
         for route in wanted:
             gw = route.gw if route.gw is not None else default_gw.get(version)
             if not any(
                 r.dst == route.dst
-                and r.gw == gw
+                and (gw, index) in r.paths()  # a single path, or one of an ECMP route's
                 and (route.table is None or r.table == route.table)
                 for r in present
             ):

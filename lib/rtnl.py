@@ -53,9 +53,10 @@ IFA_F_NODAD, IFA_F_OPTIMISTIC, IFA_F_DADFAILED = 0x02, 0x04, 0x08
 IFA_F_TENTATIVE, IFA_F_PERMANENT = 0x40, 0x80
 
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_PREFSRC = 1, 4, 5, 6, 7
-RTA_METRICS, RTA_TABLE = 8, 15
+RTA_METRICS, RTA_MULTIPATH, RTA_TABLE = 8, 9, 15
 RTAX_MTU, RTAX_ADVMSS = 2, 8
 RT_TABLE_MAIN = 254
+IP6_DEFAULT_METRIC = 1024  # what the kernel gives an IPv6 route added without one
 RTPROT_BOOT, RTPROT_STATIC = 3, 4
 SCOPE_UNIVERSE, SCOPE_LINK, SCOPE_HOST, SCOPE_NOWHERE = 0, 253, 254, 255
 RTN_UNICAST = 1
@@ -70,6 +71,7 @@ _RTMSG = struct.Struct("=BBBBBBBBI")  # also fib_rule_hdr: same layout
 _ATTR = struct.Struct("=HH")
 _U32 = struct.Struct("=I")
 _U16 = struct.Struct("=H")
+_RTNH = struct.Struct("=HBBi")  # struct rtnexthop
 _DUMP_RETRIES = 5
 
 
@@ -181,6 +183,7 @@ class RouteEntry:
         "family",
         "gw",
         "mtu",
+        "nexthops",
         "oif",
         "prefsrc",
         "priority",
@@ -205,9 +208,30 @@ class RouteEntry:
         self.oif = _U32.unpack(attrs[RTA_OIF])[0] if RTA_OIF in attrs else 0
         self.priority = _U32.unpack(attrs[RTA_PRIORITY])[0] if RTA_PRIORITY in attrs else 0
         self.prefsrc = ipaddress.ip_address(attrs[RTA_PREFSRC]) if RTA_PREFSRC in attrs else None
+        self.nexthops = _parse_multipath(attrs.get(RTA_MULTIPATH, b""))
         metrics = parse_attrs(attrs.get(RTA_METRICS, b""))
         self.mtu = _U32.unpack(metrics[RTAX_MTU])[0] if RTAX_MTU in metrics else 0
         self.advmss = _U32.unpack(metrics[RTAX_ADVMSS])[0] if RTAX_ADVMSS in metrics else 0
+
+    def paths(self) -> frozenset[tuple[object, int]]:
+        """(gateway, interface index) of every path: one, or several for ECMP."""
+        if self.nexthops:
+            return frozenset(self.nexthops)
+        return frozenset({(self.gw, self.oif)})
+
+
+def _parse_multipath(data: bytes) -> list[tuple[object, int]]:
+    out: list[tuple[object, int]] = []
+    offset = 0
+    while offset + _RTNH.size <= len(data):
+        size, _, _, ifindex = _RTNH.unpack_from(data, offset)
+        if size < _RTNH.size:
+            break
+        inner = parse_attrs(data[offset + _RTNH.size : offset + size])
+        gw = ipaddress.ip_address(inner[RTA_GATEWAY]) if RTA_GATEWAY in inner else None
+        out.append((gw, ifindex))
+        offset += _align(size)
+    return out
 
 
 class Rule:
@@ -296,7 +320,18 @@ def addr_add(
 class RouteSpec:
     """What to install: the kernel fields of a CNI route."""
 
-    __slots__ = ("advmss", "dst", "gw", "mtu", "oif", "prefsrc", "priority", "scope", "table")
+    __slots__ = (
+        "advmss",
+        "dst",
+        "gw",
+        "mtu",
+        "nexthops",
+        "oif",
+        "prefsrc",
+        "priority",
+        "scope",
+        "table",
+    )
 
     def __init__(
         self,
@@ -310,10 +345,19 @@ class RouteSpec:
         prefsrc: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None,
         mtu: int = 0,
         advmss: int = 0,
+        nexthops: tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...] = (),
     ) -> None:
+        """``nexthops``: several gateways via ``oif`` make one ECMP route (``gw`` unused)."""
         self.dst, self.gw, self.oif, self.table, self.priority = dst, gw, oif, table, priority
-        self.scope = scope if scope is not None else (SCOPE_UNIVERSE if gw else SCOPE_LINK)
+        routed = gw is not None or bool(nexthops)
+        self.scope = scope if scope is not None else (SCOPE_UNIVERSE if routed else SCOPE_LINK)
         self.prefsrc, self.mtu, self.advmss = prefsrc, mtu, advmss
+        self.nexthops = nexthops
+
+    def paths(self) -> frozenset[tuple[object, int]]:
+        if self.nexthops:
+            return frozenset((gw, self.oif) for gw in self.nexthops)
+        return frozenset({(self.gw, self.oif)})
 
     def key(self) -> tuple[object, ...]:
         return (self.dst, self.table, self.priority)
@@ -321,16 +365,23 @@ class RouteSpec:
     @classmethod
     def from_entry(cls, entry: RouteEntry) -> RouteSpec:
         """The spec that re-creates a route read from the kernel."""
+        hops = tuple(
+            gw
+            for gw, _ in entry.nexthops
+            if isinstance(gw, ipaddress.IPv4Address | ipaddress.IPv6Address)
+        )
+        oif = entry.oif or (entry.nexthops[0][1] if entry.nexthops else 0)
         return cls(
             entry.dst,
             gw=entry.gw,
-            oif=entry.oif,
+            oif=oif,
             table=entry.table,
             priority=entry.priority,
             scope=entry.scope,
             prefsrc=entry.prefsrc,
             mtu=entry.mtu,
             advmss=entry.advmss,
+            nexthops=hops,
         )
 
     def to_dict(self, ifname: str) -> dict[str, object]:
@@ -345,6 +396,7 @@ class RouteSpec:
             "prefsrc": str(self.prefsrc) if self.prefsrc else None,
             "mtu": self.mtu,
             "advmss": self.advmss,
+            "nexthops": [str(gw) for gw in self.nexthops],
         }
 
     @classmethod
@@ -357,6 +409,10 @@ class RouteSpec:
             value = doc.get(key)
             return value if isinstance(value, int) else 0
 
+        hops = doc.get("nexthops")
+        nexthops = (
+            tuple(ipaddress.ip_address(str(h)) for h in hops) if isinstance(hops, list) else ()
+        )
         return cls(
             ipaddress.ip_network(str(doc["dst"])),
             gw=ip("gw"),
@@ -367,6 +423,7 @@ class RouteSpec:
             prefsrc=ip("prefsrc"),
             mtu=num("mtu"),
             advmss=num("advmss"),
+            nexthops=nexthops,
         )
 
 
@@ -386,10 +443,17 @@ def _route_body(spec: RouteSpec, protocol: int = RTPROT_BOOT, scope: int | None 
     attrs = [attr_u32(RTA_TABLE, spec.table)]
     if spec.dst.prefixlen:
         attrs.append(attr(RTA_DST, _ip_bytes(spec.dst.network_address)))
-    if spec.gw is not None:
-        attrs.append(attr(RTA_GATEWAY, _ip_bytes(spec.gw)))
-    if spec.oif:
-        attrs.append(attr_u32(RTA_OIF, spec.oif))
+    if spec.nexthops:
+        hops = b""
+        for gw in spec.nexthops:
+            inner = attr(RTA_GATEWAY, _ip_bytes(gw))
+            hops += _RTNH.pack(_RTNH.size + len(inner), 0, 0, spec.oif) + inner
+        attrs.append(attr(RTA_MULTIPATH, hops))
+    else:
+        if spec.gw is not None:
+            attrs.append(attr(RTA_GATEWAY, _ip_bytes(spec.gw)))
+        if spec.oif:
+            attrs.append(attr_u32(RTA_OIF, spec.oif))
     if spec.priority:
         attrs.append(attr_u32(RTA_PRIORITY, spec.priority))
     if spec.prefsrc is not None:

@@ -193,20 +193,26 @@ def _victims(sock: rtnl.Rtnl, plan_: Plan, index: int) -> list[rtnl.RouteEntry]:
     return out
 
 
-def _specs(routes: list[Route], index: int) -> list[tuple[rtnl.RouteSpec, bool]]:
-    """(spec, append) per route: a repeated destination is another ECMP path."""
-    seen: set[tuple[object, ...]] = set()
-    out = []
+def _specs(routes: list[Route], index: int) -> list[rtnl.RouteSpec]:
+    """One kernel route per (dst, table, metric); several gateways make it ECMP."""
+    groups: dict[tuple[object, int, int], list[Route]] = {}
     for route in routes:
-        spec = rtnl.RouteSpec(
-            route.dst,
-            gw=route.gw,
-            oif=index,
-            table=route.table or rtnl.RT_TABLE_MAIN,
-            priority=route.priority or 0,
+        key = (route.dst, route.table or rtnl.RT_TABLE_MAIN, route.priority or 0)
+        groups.setdefault(key, []).append(route)
+    out = []
+    for (_, table, priority), group in groups.items():
+        gws = tuple(dict.fromkeys(r.gw for r in group if r.gw is not None))
+        multi = gws if len(gws) > 1 else ()
+        out.append(
+            rtnl.RouteSpec(
+                group[0].dst,
+                gw=None if multi else group[0].gw,
+                oif=index,
+                table=table,
+                priority=priority,
+                nexthops=multi,
+            )
         )
-        out.append((spec, spec.key() in seen))
-        seen.add(spec.key())
     return out
 
 
@@ -230,9 +236,9 @@ def apply(sock: rtnl.Rtnl, plan_: Plan, ifname: str) -> dict[str, list[dict[str,
             if err is None:
                 removed.append(spec)
         specs = _specs(plan_.add, link.index)
-        errors = sock.batch([rtnl.route_add(s, append=a) for s, a in specs])
-        added = [s for (s, _), e in zip(specs, errors, strict=True) if e is None]
-        failed = next(((s, e) for (s, _), e in zip(specs, errors, strict=True) if e), None)
+        errors = sock.batch([rtnl.route_add(s) for s in specs])
+        added = [s for s, e in zip(specs, errors, strict=True) if e is None]
+        failed = next(((s, e) for s, e in zip(specs, errors, strict=True) if e), None)
         if failed is not None:
             raise CNIError(
                 KERNEL_REFUSED,
@@ -357,10 +363,10 @@ class RoutePlugin:
         with rtnl.in_netns(req.netns) as (_, sock):
             present = {_route_key(r) for v in (4, 6) for r in sock.routes(v)}
             for spec in _resolve(sock, state.get("added", [])):
-                if _spec_key(spec) not in present:
+                if _route_key(spec) not in present:
                     raise CNIError(CHECK_FAILED, f"route {spec.dst} via {spec.gw} is missing")
             for spec in _resolve(sock, state.get("removed", [])):
-                if _spec_key(spec) in present:
+                if _route_key(spec) in present:
                     raise CNIError(CHECK_FAILED, f"removed route {spec.dst} is back")
 
     def status(self, req: Request) -> None:
@@ -386,12 +392,10 @@ class RoutePlugin:
                 os.unlink(os.path.join(directory, name))
 
 
-def _route_key(r: rtnl.RouteEntry) -> tuple[object, ...]:
-    return (r.dst, r.gw, r.oif, r.table, r.priority)
-
-
-def _spec_key(s: rtnl.RouteSpec) -> tuple[object, ...]:
-    return (s.dst, s.gw, s.oif, s.table, s.priority)
+def _route_key(r: rtnl.RouteEntry | rtnl.RouteSpec) -> tuple[object, ...]:
+    # The kernel gives IPv6 routes added without a metric the metric 1024.
+    priority = r.priority or (rtnl.IP6_DEFAULT_METRIC if r.dst.version == 6 else 0)
+    return (r.dst, r.paths(), r.table, priority)
 
 
 PLUGIN = RoutePlugin()
