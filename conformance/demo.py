@@ -3,10 +3,13 @@
 It builds a throwaway topology on this machine, never touching its own
 interfaces: a "host" namespace whose veth end ``eno1.200`` plays the VLAN
 master, a "router" namespace at the other end holding the VLAN's gateways
-(203.0.113.1 and 2001:db8:200::1), and a pod namespace. It then runs the
-seed's dual-stack network (mh-macvlan + mh-ipam) through build/cnitool from
-inside the host namespace, as Multus would: ADD, a look at the pod, a ping
-through net1, CHECK, DEL.
+(203.0.113.1 and 2001:db8:200::1), and a pod namespace with a cluster
+interface ``eth0`` (10.0.0.64, default route) as under Multus. It then runs
+the seed's dual-stack network through build/cnitool from inside the host
+namespace, as Multus would: mh-macvlan + mh-ipam give net1 its addresses,
+mh-sbr makes replies leave by net1, and mh-route sends all public IPv4 and
+IPv6 through the VLAN while private ranges stay on eth0. Then: a look at the
+pod, pings through net1, CHECK, DEL.
 """
 
 from __future__ import annotations
@@ -63,8 +66,13 @@ def conflist(datadir: str) -> dict[str, object]:
                             }
                         ],
                     ],
-                    "routes": [{"dst": "192.169.0.0/16"}, {"dst": "::/0"}],
                 },
+            },
+            {"type": "mh-sbr", "addSourceHints": True},
+            {
+                "type": "mh-route",
+                "presets": ["public-ipv4", "default-ipv6"],
+                "stateDir": f"{datadir}/route-state",
             },
         ],
     }
@@ -92,6 +100,11 @@ def topology(host: str, router: str, pod: str) -> None:
     sh("ip", "-n", router, "link", "set", "vlan200", "up")
     sh("ip", "-n", router, "addr", "add", f"{GW4}/24", "dev", "vlan200")
     sh("ip", "-n", router, "addr", "add", f"{GW6}/64", "dev", "vlan200", "nodad")
+    sh("ip", "-n", pod, "link", "add", "eth0", "type", "veth", "peer", "name", "cluster0")
+    sh("ip", "-n", pod, "addr", "add", "10.0.0.64/24", "dev", "eth0")
+    sh("ip", "-n", pod, "link", "set", "eth0", "up")
+    sh("ip", "-n", pod, "link", "set", "cluster0", "up")
+    sh("ip", "-n", pod, "route", "add", "default", "via", "10.0.0.1", "dev", "eth0")
 
 
 def cnitool(host: str, env: dict[str, str], command: str, pod_path: str) -> str:
@@ -123,8 +136,19 @@ def main() -> int:
             print(json.dumps(json.loads(cnitool(host, env, "add", pod_path)), indent=2))
             print("== in the pod:")
             print(sh("ip", "-n", pod, "-br", "addr", "show", "net1"), end="")
-            print(sh("ip", "-n", pod, "route", "show", "dev", "net1"), end="")
-            print(sh("ip", "-n", pod, "-6", "route", "show", "default"), end="")
+            print(sh("ip", "-n", pod, "rule", "show"), end="")
+            routes = sh("ip", "-n", pod, "route", "show", "dev", "net1").splitlines()
+            print(f"main table: {len(routes)} IPv4 routes via net1, e.g. {routes[0]}")
+            for dst in (
+                "8.8.8.8",
+                "192.169.1.1",
+                "10.1.2.3",
+                "172.16.5.5",
+                "192.168.7.7",
+                "2001:4860::8888",
+            ):
+                dev = json.loads(sh("ip", "-n", pod, "-j", "route", "get", dst))[0]["dev"]
+                print(f"   {dst:<16} -> {dev}")
             for target in (GW4, GW6):
                 sh("ip", "netns", "exec", pod, "ping", "-c", "1", "-W", "3", target)
                 print(f"== ping {target} through net1: answered")

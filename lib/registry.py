@@ -15,6 +15,7 @@ PLUGINS: dict[str, str] = {
     "mh-macvlan": "multihome.plugins.macvlan",
     "mh-ipvlan": "multihome.plugins.ipvlan",
     "mh-route": "multihome.plugins.route",
+    "mh-sbr": "multihome.plugins.sbr",
     "mh-noop": "multihome.plugins.noop",
     "mh-ipam": "multihome.ipam.hostlocal",
     "mh-static": "multihome.ipam.static",

@@ -474,6 +474,11 @@ def route_add(spec: RouteSpec, append: bool = False) -> Request:
     return Request(RTM_NEWROUTE, flags, _route_body(spec))
 
 
+def route_replace(spec: RouteSpec) -> Request:
+    """Add the route, or replace the one with the same destination, table and metric."""
+    return Request(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE, _route_body(spec))
+
+
 def route_delete(spec: RouteSpec) -> Request:
     """Delete the route matching ``spec`` (any protocol and scope, as ``ip route del``)."""
     return Request(RTM_DELROUTE, 0, _route_body(spec, protocol=0, scope=SCOPE_NOWHERE))

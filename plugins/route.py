@@ -240,9 +240,17 @@ def apply(sock: rtnl.Rtnl, plan_: Plan, ifname: str) -> dict[str, list[dict[str,
         added = [s for s, e in zip(specs, errors, strict=True) if e is None]
         failed = next(((s, e) for s, e in zip(specs, errors, strict=True) if e), None)
         if failed is not None:
+            spec, err = failed
+            hint = ""
+            if err.errno == errno.ENETUNREACH:
+                hint = (
+                    f"the gateway is not on a route of {ifname} in that table; a chained "
+                    "mh-sbr removes the subnet route from main unless addSourceHints is set"
+                )
             raise CNIError(
                 KERNEL_REFUSED,
-                f"adding route {failed[0].dst} via {failed[0].gw or ifname}: {failed[1].strerror}",
+                f"adding route {spec.dst} via {spec.gw or ifname}: {err.strerror}",
+                hint,
             )
     except BaseException:
         undo(sock, added, removed)
@@ -361,12 +369,16 @@ class RoutePlugin:
         if state is None:
             raise CNIError(CHECK_FAILED, "mh-route has no record of an ADD for this attachment")
         with rtnl.in_netns(req.netns) as (_, sock):
-            present = {_route_key(r) for v in (4, 6) for r in sock.routes(v)}
+            tables: dict[tuple[object, ...], set[int]] = {}
+            for r in (r for v in (4, 6) for r in sock.routes(v)):
+                tables.setdefault(_route_key(r), set()).add(r.table)
             for spec in _resolve(sock, state.get("added", [])):
-                if _route_key(spec) not in present:
+                found = tables.get(_route_key(spec), set())
+                # a later chained mh-sbr may have moved main-table routes to its own table
+                if not found or (spec.table != rtnl.RT_TABLE_MAIN and spec.table not in found):
                     raise CNIError(CHECK_FAILED, f"route {spec.dst} via {spec.gw} is missing")
             for spec in _resolve(sock, state.get("removed", [])):
-                if _route_key(spec) in present:
+                if spec.table in tables.get(_route_key(spec), set()):
                     raise CNIError(CHECK_FAILED, f"removed route {spec.dst} is back")
 
     def status(self, req: Request) -> None:
@@ -393,9 +405,10 @@ class RoutePlugin:
 
 
 def _route_key(r: rtnl.RouteEntry | rtnl.RouteSpec) -> tuple[object, ...]:
+    """What identifies a route apart from its table."""
     # The kernel gives IPv6 routes added without a metric the metric 1024.
     priority = r.priority or (rtnl.IP6_DEFAULT_METRIC if r.dst.version == 6 else 0)
-    return (r.dst, r.paths(), r.table, priority)
+    return (r.dst, r.paths(), priority)
 
 
 PLUGIN = RoutePlugin()
