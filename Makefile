@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 APT_PACKAGES := containernetworking-plugins golang-go golang-github-appc-cni-dev iproute2 \
 	iputils-ping python3-venv python3-dev
 
-.PHONY: all deps venv bin cnitool test test-vm lint demo bench clean
+.PHONY: all deps venv bin cnitool test test-vm dist test-dist lint demo bench clean
 
 all: bin cnitool
 
@@ -49,6 +49,15 @@ $(CNITOOL): conformance/cnitool/main.go | $(BUILD)/.deps
 
 test: bin cnitool
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The frozen multicall bundle: dist/bundle/multihome/ and dist/cni-bin/ (symlinks).
+dist: bin
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dist]'
+	$(PY) packaging/build_dist.py
+
+# The same suites, run against the frozen binaries.
+test-dist: dist cnitool
+	MULTIHOME_CNI_BIN=$(CURDIR)/dist/cni-bin $(PY) -m pytest $(PYTEST_ARGS)
 
 # The tests that need ipvlan, vlan or dummy, in a User-Mode Linux kernel that
 # has them (this machine's kernel does not). The guest sees the host's files.

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import os
 import subprocess
+import sys
 import time
 
 from . import jsonfast
@@ -41,12 +42,22 @@ def find(plugin_type: str, path: list[str]) -> str:
     raise CNIError(PLUGIN_NOT_FOUND, f'failed to find plugin "{plugin_type}" in path {path}')
 
 
-def child_env(env: Mapping[str, str], command: str) -> dict[str, str]:
-    """``env`` with CNI_COMMAND replaced and PyInstaller's variables scrubbed."""
-    out = {k: v for k, v in env.items() if k not in _BUNDLE_VARS and not k.startswith("_PYI_")}
-    original = env.get("LD_LIBRARY_PATH_ORIG")
-    if original:
-        out["LD_LIBRARY_PATH"] = original
+def child_env(env: Mapping[str, str], command: str, frozen: bool | None = None) -> dict[str, str]:
+    """``env`` with CNI_COMMAND replaced and PyInstaller's variables scrubbed.
+
+    A frozen bundle's bootloader prepends its own library directory to
+    LD_LIBRARY_PATH and keeps the caller's value in LD_LIBRARY_PATH_ORIG: the
+    child gets the caller's value back (or none). Unfrozen, it stays as given.
+    """
+    if frozen is None:
+        frozen = bool(getattr(sys, "frozen", False))
+    out = {k: v for k, v in env.items() if not k.startswith("_PYI_")}
+    if frozen:
+        for key in _BUNDLE_VARS:
+            out.pop(key, None)
+        original = env.get("LD_LIBRARY_PATH_ORIG")
+        if original:
+            out["LD_LIBRARY_PATH"] = original
     out["CNI_COMMAND"] = command
     return out
 

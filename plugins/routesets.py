@@ -12,7 +12,9 @@ import ipaddress
 from collections.abc import Sequence
 
 import netaddr
-from multihome.lib.models import IPNetwork
+
+# (not models.IPNetwork: this module stays free of pydantic, for a quick CLI)
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # RFC 1918 private space, link-local, loopback and "this network".
 NOT_PUBLIC_V4 = (

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-CNIBIN = ROOT / "build" / "cni-bin"
+# make test-dist points this at the frozen bundle's dist/cni-bin.
+CNIBIN = Path(os.environ.get("MULTIHOME_CNI_BIN", ROOT / "build" / "cni-bin")).resolve()
 CNITOOL = ROOT / "build" / "cnitool"
 REFERENCE_BIN = Path("/usr/lib/cni")
 VERSIONS = ("0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")

@@ -61,10 +61,7 @@ def test_same_env_and_verbatim_stdin(pod: Netns, fake_ipam_dir: Path, tmp_path: 
         fake_ipam_dir,
         {"record": str(rec)},
         CNI_ARGS="IgnoreUnknown=1;K8S_POD_NAME=p",
-        LD_LIBRARY_PATH="/bundle/_internal",
-        LD_LIBRARY_PATH_ORIG="/orig",
-        _PYI_ARCHIVE_FILE="/bundle/x",
-        _PYI_PARENT_PROCESS_LEVEL="1",
+        LD_LIBRARY_PATH="/caller/lib",
     )
     seen = json.loads(rec.read_text())
     assert seen["command"] == "ADD"
@@ -72,7 +69,8 @@ def test_same_env_and_verbatim_stdin(pod: Netns, fake_ipam_dir: Path, tmp_path: 
     assert env["CNI_CONTAINERID"] == "ctr-d" and env["CNI_IFNAME"] == "net1"
     assert env["CNI_ARGS"] == "IgnoreUnknown=1;K8S_POD_NAME=p"
     assert env["CNI_NETNS"] == pod.path
-    assert env["LD_LIBRARY_PATH"] == "/orig"
+    # the caller's library path, never a frozen bundle's own (dev and frozen binaries alike)
+    assert env["LD_LIBRARY_PATH"] == "/caller/lib"
     assert not [k for k in env if k.startswith("_PYI_") or k == "LD_LIBRARY_PATH_ORIG"]
     assert '"futureKey": {\n      "kept"' in seen["stdin"]  # the exact bytes, indentation and all
 
@@ -134,4 +132,18 @@ def test_status_failure_becomes_code_50(fake_ipam_dir: Path) -> None:
 
 def test_child_env_scrubs_bundle_variables() -> None:
     env = {"LD_LIBRARY_PATH": "/b/_internal", "_PYI_X": "1", "CNI_COMMAND": "ADD", "A": "b"}
-    assert delegate.child_env(env, "DEL") == {"CNI_COMMAND": "DEL", "A": "b"}
+    assert delegate.child_env(env, "DEL", frozen=True) == {"CNI_COMMAND": "DEL", "A": "b"}
+    unfrozen = delegate.child_env(env, "DEL", frozen=False)
+    assert unfrozen == {"CNI_COMMAND": "DEL", "A": "b", "LD_LIBRARY_PATH": "/b/_internal"}
+
+
+def test_child_env_restores_the_callers_library_path() -> None:
+    """What PyInstaller's bootloader leaves: its own path, and the caller's in _ORIG."""
+    env = {
+        "LD_LIBRARY_PATH": "/b/_internal:/orig",
+        "LD_LIBRARY_PATH_ORIG": "/orig",
+        "_PYI_ARCHIVE_FILE": "/b/x",
+        "CNI_COMMAND": "ADD",
+    }
+    got = delegate.child_env(env, "ADD", frozen=True)
+    assert got == {"CNI_COMMAND": "ADD", "LD_LIBRARY_PATH": "/orig"}

@@ -93,6 +93,7 @@ def test_version_is_fast() -> None:
     assert median_ms < 100, f"VERSION took {median_ms:.1f} ms (median of 7)"
 
 
+@pytest.mark.needs_tool(str(LAUNCHER))
 def test_launcher_uses_isolated_no_site_mode() -> None:
     first = (CNIBIN / "multihome-cni").read_text().splitlines()[0]
     assert first.endswith(" -IS"), first
