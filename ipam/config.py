@@ -12,12 +12,13 @@ import ipaddress
 import os
 from dataclasses import dataclass, field
 
+from pydantic import Field, ValidationError
+
 from multihome.lib import cniargs, versions
 from multihome.lib.errors import INVALID_CONFIG, CNIError
 from multihome.lib.models import Address, IPAddress, IPNetwork, Model, StrictNetwork, describe
 from multihome.lib.request import Request
 from multihome.lib.result import DNS, Route
-from pydantic import Field, ValidationError
 
 DEFAULT_DATA_DIR = "/var/lib/cni/networks"
 DEFAULT_LOCK_TIMEOUT = 30.0

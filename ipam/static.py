@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import ipaddress
 
+from pydantic import Field
+
 from multihome.lib import cniargs, versions
 from multihome.lib.errors import INVALID_CONFIG, CNIError
 from multihome.lib.models import Address, Interface, IPAddress, IPInterface, Model, parse
 from multihome.lib.request import Request
 from multihome.lib.result import DNS, IPConfig, Result, Route
-from pydantic import Field
 
 from .errors import CHECK_FAILED
 

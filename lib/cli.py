@@ -38,6 +38,22 @@ def _cmd_routes(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_install(ns: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from . import install
+
+    dest = Path(ns.dest)
+    if ns.uninstall:
+        removed = install.uninstall(dest)
+        print(f"multihome: removed {', '.join(removed) or 'nothing'} from {dest}")
+        return 0
+    source = Path(ns.source) if ns.source else install.default_source()
+    changes = install.install(source, dest)
+    print(f"multihome: {'; '.join(changes) if changes else 'already installed'} in {dest}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="multihome",
@@ -78,6 +94,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     routes.add_argument("--format", choices=("json", "table"), default="json")
     routes.set_defaults(func=_cmd_routes)
+    inst = sub.add_parser(
+        "install",
+        help="install the frozen plugins into a CNI directory, atomically",
+        description="Copy this bundle into DEST/.multihome/ and point a symlink per CNI type "
+        "at it. Upgrades swap one symlink; re-running changes nothing.",
+    )
+    inst.add_argument("--dest", required=True, help="the node's CNI bin directory")
+    inst.add_argument("--source", help="the bundle directory (default: the running bundle)")
+    inst.add_argument("--uninstall", action="store_true", help="remove what install put there")
+    inst.set_defaults(func=_cmd_install)
     return parser
 
 

@@ -93,6 +93,7 @@ def main() -> int:
     pkgroot = ROOT / "build" / "pkgroot"
     sys.path.insert(0, str(pkgroot))
     import PyInstaller.__main__  # noqa: PLC0415 - a build-time tool, heavy to import
+
     from multihome.lib import registry, skel  # noqa: PLC0415 - after the path is set
 
     bundle_dir = args.dist / "bundle"

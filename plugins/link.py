@@ -15,6 +15,8 @@ import errno
 import os
 from dataclasses import dataclass
 
+from pydantic import Field, field_validator
+
 from multihome.lib import delegate, ifconfig, rtnl
 from multihome.lib.errors import (
     CHECK_FAILED,
@@ -30,7 +32,6 @@ from multihome.lib.netconf import NetConf
 from multihome.lib.netns import NetNS
 from multihome.lib.request import Request
 from multihome.lib.result import Iface, IPConfig, Result
-from pydantic import Field, field_validator
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,8 @@ import json
 import os
 from dataclasses import dataclass, field
 
+from pydantic import Field
+
 from multihome.lib import rtnl
 from multihome.lib.errors import CHECK_FAILED, INVALID_CONFIG, KERNEL_REFUSED, CNIError
 from multihome.lib.log import log
@@ -31,7 +33,6 @@ from multihome.lib.models import (
 from multihome.lib.netconf import NetConf
 from multihome.lib.request import Request
 from multihome.lib.result import Result, Route
-from pydantic import Field
 
 from . import routesets
 

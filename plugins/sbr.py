@@ -23,6 +23,8 @@ import ipaddress
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from pydantic import Field, field_validator
+
 from multihome.lib import rtnl
 from multihome.lib.errors import CHECK_FAILED, INVALID_CONFIG, KERNEL_REFUSED, CNIError
 from multihome.lib.log import log
@@ -31,7 +33,6 @@ from multihome.lib.netconf import NetConf
 from multihome.lib.netns import NetNS
 from multihome.lib.request import Request
 from multihome.lib.result import Result, Route
-from pydantic import Field, field_validator
 
 FIRST_TABLE = 100
 LINK_LOCAL_V6 = ipaddress.ip_network("fe80::/64")

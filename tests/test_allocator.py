@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from multihome.ipam import allocator, config
 from multihome.lib.errors import CNIError
-
 from tests.ipam_helpers import SEED_RANGES, MemoryStore, request
 
 

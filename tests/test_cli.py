@@ -6,8 +6,8 @@ import json
 import subprocess
 
 import pytest
-from multihome.lib import cli
 
+from multihome.lib import cli
 from tests.rig import CNIBIN
 
 

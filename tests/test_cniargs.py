@@ -1,6 +1,7 @@
 """CNI_ARGS parsing: libcni's LoadArgs rules, plus Multus's comma list."""
 
 import pytest
+
 from multihome.lib import cniargs
 from multihome.lib.errors import CNIError
 

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from multihome.lib import delegate
 
+from multihome.lib import delegate
 from tests.rig import CNIBIN, Netns, one_json, plugin_env, run_plugin
 from tests.shapes import check_error, check_result
 

@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from multihome.ipam import config
 from multihome.lib.errors import CNIError
-
 from tests.ipam_helpers import SEED_RANGES, request
 
 

@@ -10,10 +10,10 @@ import time
 from pathlib import Path
 
 import pytest
+
 from multihome.ipam import allocator, config
 from multihome.ipam.store import FileStore
 from multihome.lib.errors import CNIError
-
 from tests.ipam_helpers import request
 
 IP = ipaddress.ip_address

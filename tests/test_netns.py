@@ -8,9 +8,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
 from multihome.lib.errors import CNIError
 from multihome.lib.netns import NetNS, open_netns
-
 from tests.rig import Netns
 
 pytestmark = pytest.mark.privileged

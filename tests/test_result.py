@@ -6,9 +6,9 @@ import json
 from typing import Any
 
 import pytest
+
 from multihome.lib import result as res
 from multihome.lib.errors import CNIError
-
 from tests.rig import VERSIONS
 from tests.shapes import check_result
 

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from multihome.plugins import routesets
 
+from multihome.plugins import routesets
 from tests.conftest import Topology
 from tests.link_helpers import GW4, GW6, mh_ipam
 from tests.rig import CNIBIN, REFERENCE_BIN, Cnitool, one_json, plugin_env, run_plugin

@@ -11,9 +11,9 @@ import netaddr
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from multihome.lib import cli
 from multihome.plugins import routesets
-
 from tests.rig import CNIBIN
 
 PRIVATE = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16"]

@@ -7,8 +7,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from multihome.lib import skel
 
+from multihome.lib import skel
 from tests.rig import VERSIONS, Netns
 from tests.shapes import check_error, check_result, check_version_reply
 
