@@ -122,7 +122,9 @@ class Static:
         for ip in addresses(req):
             if ip.address not in reported:
                 raise CNIError(CHECK_FAILED, f"address {ip.address} is not in prevResult")
-            if reported[ip.address] != ip.gateway:
+            # a later chained plugin may clear gateways (mh-route's flushgateway): only a
+            # different gateway is a mismatch
+            if reported[ip.address] is not None and reported[ip.address] != ip.gateway:
                 raise CNIError(
                     CHECK_FAILED,
                     f"address {ip.address} has gateway "
