@@ -54,6 +54,20 @@ def _cmd_install(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_lint(ns: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from . import lint
+
+    failed = False
+    for name in ns.files:
+        findings = lint.lint_file(Path(name))
+        if findings:
+            print(lint.format_findings(name, findings))
+        failed |= any(f.level == "error" for f in findings)
+    return 1 if failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="multihome",
@@ -104,6 +118,15 @@ def build_parser() -> argparse.ArgumentParser:
     inst.add_argument("--source", help="the bundle directory (default: the running bundle)")
     inst.add_argument("--uninstall", action="store_true", help="remove what install put there")
     inst.set_defaults(func=_cmd_install)
+    lint = sub.add_parser(
+        "lint",
+        help="check NetworkAttachmentDefinition YAML or conflists for faults",
+        description="Report invalid JSON in spec.config, unknown keys, route sets that send "
+        "private space through the secondary gateway or miss public space, overlapping "
+        "ranges, gateways outside their subnet and missing masters. Exits 1 on errors.",
+    )
+    lint.add_argument("files", nargs="+", metavar="FILE")
+    lint.set_defaults(func=_cmd_lint)
     return parser
 
 

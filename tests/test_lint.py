@@ -1,0 +1,166 @@
+"""multihome lint catches the faults of every seed's YAML, with their lines."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from multihome.lib import cli, lint
+from tests.rig import CNIBIN, ROOT
+
+SEEDS = Path(__file__).parent / "data" / "seeds"
+
+
+def findings(path: Path) -> list[tuple[int, str, str]]:
+    return [(f.line, f.level, f.message) for f in lint.lint_file(path)]
+
+
+def errors(path: Path) -> list[tuple[int, str]]:
+    return sorted((line, msg) for line, level, msg in findings(path) if level == "error")
+
+
+def test_abcdesktop_ipv4_comment_and_missing_public_block() -> None:
+    found = errors(SEEDS / "abcdesktop-ipv4.yaml")
+    assert found[0][0] == 9 and "comment" in found[0][1] and "Interface on your host" in found[0][1]
+    assert found[1][0] == 17 and "192.169.0.0/16" in found[1][1]
+    assert len(found) == 2
+
+
+def test_abcdesktop_dual_stack_routes_cluster_space() -> None:
+    found = errors(SEEDS / "abcdesktop-dualstack.yaml")
+    assert [(line, msg.split(" sends ")[1].split(" ")[0]) for line, msg in found] == [
+        (31, "10.0.0.0/8"),
+        (34, "127.0.0.0/8"),
+        (37, "169.254.0.0/16"),
+    ]
+
+
+def test_anthos_comment() -> None:
+    found = errors(SEEDS / "anthos-multinic.yaml")
+    assert found == [(9, found[0][1])] and "defines the node interface" in found[0][1]
+
+
+def test_gke_placeholder() -> None:
+    found = errors(SEEDS / "gke-ipvlan-whereabouts.yaml")
+    assert len(found) == 1 and found[0][0] == 17 and "SECONDARY_RA" in found[0][1]
+
+
+def test_microk8s_global_pool_on_a_per_node_store() -> None:
+    found = findings(SEEDS / "microk8s-static-sbr.yaml")
+    assert not [f for f in found if f[1] == "error"]
+    pool = [f for f in found if "per-node store" in f[2]]
+    assert [(line, level) for line, level, _ in pool] == [(57, "warning")]
+
+
+def test_examples_have_no_errors() -> None:
+    for path in sorted((ROOT / "packaging" / "examples").glob("*.yaml")):
+        assert not errors(path), path
+
+
+def conflist(tmp_path: Path, plugins: list[dict[str, Any]]) -> Path:
+    path = tmp_path / "net.conflist"
+    path.write_text(json.dumps({"cniVersion": "1.0.0", "name": "n", "plugins": plugins}, indent=2))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("plugin", "level", "fragment"),
+    [
+        (
+            {
+                "type": "mh-macvlan",
+                "master": "eno1",
+                "ipam": {
+                    "type": "mh-ipam",
+                    "ranges": [[{"subnet": "10.1.0.0/24"}], [{"subnet": "10.1.0.128/25"}]],
+                },
+            },
+            "error",
+            "overlaps",
+        ),
+        (
+            {
+                "type": "mh-macvlan",
+                "master": "eno1",
+                "ipam": {
+                    "type": "mh-ipam",
+                    "ranges": [[{"subnet": "10.1.0.0/24", "gateway": "10.2.0.1"}]],
+                },
+            },
+            "error",
+            "outside its subnet",
+        ),
+        (
+            {
+                "type": "mh-macvlan",
+                "master": "eno1",
+                "ipam": {
+                    "type": "mh-static",
+                    "addresses": [{"address": "192.168.0.20/24", "gateway": "10.0.0.1"}],
+                },
+            },
+            "error",
+            "outside",
+        ),
+        ({"type": "mh-macvlan", "ipam": {}}, "warning", "no master"),
+        ({"type": "mh-ipvlan", "master": "eth1", "mac": "c2:00:00:00:00:01"}, "warning", "'mac'"),
+        ({"type": "mh-macvlan", "master": "eno1", "mastr": "eno2"}, "warning", "'mastr'"),
+        (
+            {"type": "mh-macvlan", "master": "eno1", "ipam": {"type": "mh-ipam", "range": "x"}},
+            "warning",
+            "'range'",
+        ),
+        (
+            {"type": "mh-route", "addroutes": [{"dst": "10.0.0.0/7", "gw": "203.0.113.1"}]},
+            "error",
+            "10.0.0.0/8",
+        ),
+    ],
+)
+def test_conflist_faults(plugin: dict[str, Any], level: str, fragment: str, tmp_path: Path) -> None:
+    found = findings(conflist(tmp_path, [plugin]))
+    assert any(lvl == level and fragment in msg for _, lvl, msg in found), found
+
+
+def test_clean_conflist(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = conflist(
+        tmp_path,
+        [
+            {
+                "type": "mh-macvlan",
+                "master": "eno1",
+                "ipam": {"type": "mh-ipam", "subnet": "203.0.113.0/24"},
+            },
+            {"type": "mh-route", "presets": ["public-ipv4"]},
+        ],
+    )
+    assert cli.main(["lint", str(path)]) == 0
+    assert capsys.readouterr().out == ""
+
+
+@pytest.mark.needs_tool(str(CNIBIN / "multihome"))
+def test_command_exit_codes_and_format() -> None:
+    proc = subprocess.run(
+        [
+            str(CNIBIN / "multihome"),
+            "lint",
+            str(SEEDS / "abcdesktop-ipv4.yaml"),
+            str(SEEDS / "microk8s-static-sbr.yaml"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 1
+    assert f"{SEEDS / 'abcdesktop-ipv4.yaml'}:9: error: spec.config is not JSON" in proc.stdout
+    warn_only = subprocess.run(
+        [str(CNIBIN / "multihome"), "lint", str(SEEDS / "microk8s-static-sbr.yaml")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert warn_only.returncode == 0 and "warning" in warn_only.stdout
