@@ -46,11 +46,18 @@ def _cmd_install(ns: argparse.Namespace) -> int:
     dest = Path(ns.dest)
     if ns.uninstall:
         removed = install.uninstall(dest)
-        print(f"multihome: removed {', '.join(removed) or 'nothing'} from {dest}")
-        return 0
-    source = Path(ns.source) if ns.source else install.default_source()
-    changes = install.install(source, dest)
-    print(f"multihome: {'; '.join(changes) if changes else 'already installed'} in {dest}")
+        print(f"multihome: removed {', '.join(removed) or 'nothing'} from {dest}", flush=True)
+    else:
+        source = Path(ns.source) if ns.source else install.default_source()
+        changes = install.install(source, dest)
+        summary = "; ".join(changes) if changes else "already installed"
+        print(f"multihome: {summary} in {dest}", flush=True)
+    if ns.then_sleep:  # a DaemonSet container: stay up until the pod is stopped
+        import signal
+
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        while True:
+            signal.pause()
     return 0
 
 
@@ -117,6 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
     inst.add_argument("--dest", required=True, help="the node's CNI bin directory")
     inst.add_argument("--source", help="the bundle directory (default: the running bundle)")
     inst.add_argument("--uninstall", action="store_true", help="remove what install put there")
+    inst.add_argument(
+        "--then-sleep",
+        action="store_true",
+        help="then wait for SIGTERM (as a DaemonSet's container)",
+    )
     inst.set_defaults(func=_cmd_install)
     lint = sub.add_parser(
         "lint",
