@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import shutil
 import sys
@@ -97,32 +98,28 @@ def main() -> int:
     from multihome.lib import registry, skel  # noqa: PLC0415 - after the path is set
 
     bundle_dir = args.dist / "bundle"
-    hidden = [*registry.PLUGINS.values(), "multihome.lib.cli"]
-    pyi_args = [
-        str(ROOT / "packaging" / "bundle_entry.py"),
-        "--noconfirm",
-        "--onedir",
-        "--clean",
-        "--name",
-        "multihome",
-        "--distpath",
-        str(bundle_dir),
-        "--workpath",
-        str(ROOT / "build" / "pyi"),
-        "--specpath",
-        str(ROOT / "build" / "pyi"),
-        "--paths",
-        str(pkgroot),
-        "--log-level",
-        "WARN",
-        "--strip",
-    ]
-    for module in hidden:
-        pyi_args += ["--hidden-import", module]
-    for module in EXCLUDE:
-        pyi_args += ["--exclude-module", module]
+    os.environ["MULTIHOME_PYI_OPTS"] = json.dumps(
+        {
+            "entry": str(ROOT / "packaging" / "bundle_entry.py"),
+            "pkgroot": str(pkgroot),
+            "hidden": [*registry.PLUGINS.values(), "multihome.lib.cli"],
+            "exclude": EXCLUDE,
+        }
+    )
     os.environ["PYINSTALLER_CONFIG_DIR"] = str(ROOT / "build" / "pyi-config")
-    PyInstaller.__main__.run(pyi_args)
+    PyInstaller.__main__.run(
+        [
+            str(ROOT / "packaging" / "multihome.spec"),
+            "--noconfirm",
+            "--clean",
+            "--distpath",
+            str(bundle_dir),
+            "--workpath",
+            str(ROOT / "build" / "pyi"),
+            "--log-level",
+            "WARN",
+        ]
+    )
 
     app = bundle_dir / "multihome"
     glibc = glibc_needed(app)
