@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import jsonfast, registry, skel
+from . import buildinfo, jsonfast, registry, skel
 
 
 def _cmd_version(_: argparse.Namespace) -> int:
-    print(f"multihome {skel.VERSION}")
+    print(f"multihome {buildinfo.VERSION}")
     print(jsonfast.dumps(skel.version_document()))
     return 0
 
@@ -73,6 +73,17 @@ def _cmd_lint(ns: argparse.Namespace) -> int:
             print(lint.format_findings(name, findings))
         failed |= any(f.level == "error" for f in findings)
     return 1 if failed else 0
+
+
+def _cmd_daemon(ns: argparse.Namespace) -> int:
+    from . import daemon, log, shim
+
+    log.configure("multihome-daemon")
+    stall = dict(item.split("=", 1) for item in ns.test_stall)
+    daemon.Daemon(
+        ns.socket or shim.DEFAULT_SOCKET, {k: float(v) for k, v in stall.items()}
+    ).serve_forever()
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -139,6 +150,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     lint.add_argument("files", nargs="+", metavar="FILE")
     lint.set_defaults(func=_cmd_lint)
+    dmn = sub.add_parser(
+        "daemon",
+        help="serve plugin calls from a warm process (thick mode)",
+        description="Keep the plugins warm and serve the CNI binaries (shims) on a root-only "
+        "Unix socket. The binaries use it when it is there (MULTIHOME_SOCKET names another "
+        "path) and run the plugin themselves when it is not.",
+    )
+    dmn.add_argument("--socket", help="default /run/multihome/multihome.sock")
+    dmn.add_argument(
+        "--test-stall",
+        action="append",
+        default=[],
+        metavar="PLUGIN=SECONDS",
+        help=argparse.SUPPRESS,
+    )
+    dmn.set_defaults(func=_cmd_daemon)
     return parser
 
 

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 
-from . import jsonfast
+from . import jsonfast, registry
 from .errors import DELEGATE_FAILED, INVALID_CONFIG, NOT_AVAILABLE, PLUGIN_NOT_FOUND, CNIError
 from .log import log
 from .validate import is_cni_name
@@ -86,9 +86,27 @@ def _error_from(proc: subprocess.CompletedProcess[bytes], binary: str) -> CNIErr
     )
 
 
+def _is_ours(plugin_type: str, binary: str) -> bool:
+    own = registry.OWN_PROGRAM[0]
+    return plugin_type in registry.PLUGINS and bool(own) and os.path.realpath(binary) == own
+
+
+def _in_process(plugin_type: str, command: str, req: Request) -> bytes:
+    """One of our own plugins: call the dispatcher directly, no exec, no new interpreter."""
+    from . import skel
+
+    out, code, _ = skel.run(plugin_type, child_env(req.env, command, frozen=False), req.stdin)
+    if code != 0:
+        proc = subprocess.CompletedProcess([plugin_type], code, out, b"")
+        raise _error_from(proc, plugin_type)
+    return out
+
+
 def invoke(plugin_type: str, command: str, req: Request) -> bytes:
     """Run ``plugin_type`` for ``command``; return its stdout or raise its error."""
     binary = find(plugin_type, req.path)
+    if _is_ours(plugin_type, binary):
+        return _in_process(plugin_type, command, req)
     proc = _run(binary, child_env(req.env, command), req.stdin)
     if proc.stderr:
         log(f"{plugin_type} {command}: {proc.stderr.decode('utf-8', 'replace').strip()[-2000:]}")

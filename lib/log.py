@@ -7,6 +7,7 @@ library's C-level pieces are used so the lean path stays lean.
 
 from __future__ import annotations
 
+import _thread
 import os
 import sys
 import time
@@ -30,9 +31,28 @@ def configure(prefix: str, log_file: str = "", to_stderr: bool = True) -> None:
         _sinks.append(lambda line: os.write(fd, line.encode("utf-8", "replace")))
 
 
+_local = _thread._local()
+
+
+class captured:
+    """``with captured() as lines:`` also collects this thread's log lines (the daemon
+    returns them to the shim, whose stderr the runtime reads)."""
+
+    def __enter__(self) -> list[str]:
+        self.lines: list[str] = []
+        _local.capture = self.lines
+        return self.lines
+
+    def __exit__(self, *exc: object) -> None:
+        _local.capture = None
+
+
 def log(msg: str) -> None:
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
     line = f"{stamp} {_prefix[0]}[{os.getpid()}]: {msg}\n"
+    capture = getattr(_local, "capture", None)
+    if capture is not None:
+        capture.append(line)
     for sink in _sinks:
         try:  # noqa: SIM105 - contextlib is not loaded on the lean path
             sink(line)

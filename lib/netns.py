@@ -17,6 +17,7 @@ from __future__ import annotations
 import ctypes
 import os
 
+from . import nsfd
 from .errors import INVALID_NETNS, UNKNOWN_CONTAINER, CNIError
 
 CLONE_NEWNET = 0x40000000
@@ -32,9 +33,10 @@ def setns(fd: int) -> None:
 
 
 def open_netns(path: str) -> int:
-    """Open ``path`` read-only and make sure it is a network namespace."""
+    """Open ``path`` read-only (or dup the descriptor a shim passed) and check it."""
+    given = nsfd.lookup(path)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.dup(given) if given is not None else os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
         raise CNIError(UNKNOWN_CONTAINER, f"netns {path!r} does not exist") from None
     except OSError as exc:

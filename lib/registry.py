@@ -22,6 +22,9 @@ PLUGINS: dict[str, str] = {
 }
 
 COMMAND = "multihome"
+# The real path of the program serving this process (set by the entry point);
+# a delegate on CNI_PATH that resolves to it runs in-process instead of exec'd.
+OWN_PROGRAM = [""]
 
 
 def load(name: str) -> Plugin:

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import os
 
-from . import cniargs, jsonfast, registry, validate, versions
+from . import cniargs, jsonfast, nsfd, registry, validate, versions
+from .buildinfo import VERSION
 from .errors import (
     DECODING_FAILURE,
     INCOMPATIBLE_VERSION,
@@ -31,7 +32,6 @@ if TYPE_CHECKING:
     from .plugin import Plugin
     from .request import Request
 
-VERSION = "0.1.0"
 
 # Variables each command requires (libcni skel's table, plus GC and STATUS from spec 1.1).
 REQUIRED_ENV: dict[str, tuple[str, ...]] = {
@@ -109,8 +109,9 @@ def _check_command_allowed(command: str, version: str) -> None:
 
 def _check_netns(path: str, env: Mapping[str, str]) -> None:
     """CNI_NETNS must name an existing network namespace other than our own."""
+    given = nsfd.lookup(path)
     try:
-        target = os.stat(path)
+        target = os.fstat(given) if given is not None else os.stat(path)
         own = os.stat("/proc/thread-self/ns/net")
     except FileNotFoundError:
         raise CNIError(UNKNOWN_CONTAINER, f"CNI_NETNS {path!r} does not exist") from None

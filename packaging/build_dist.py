@@ -95,7 +95,7 @@ def main() -> int:
     sys.path.insert(0, str(pkgroot))
     import PyInstaller.__main__  # noqa: PLC0415 - a build-time tool, heavy to import
 
-    from multihome.lib import registry, skel  # noqa: PLC0415 - after the path is set
+    from multihome.lib import buildinfo, registry  # noqa: PLC0415 - after the path is set
 
     bundle_dir = args.dist / "bundle"
     os.environ["MULTIHOME_PYI_OPTS"] = json.dumps(
@@ -129,7 +129,7 @@ def main() -> int:
             f"declared floor {GLIBC_FLOOR[0]}.{GLIBC_FLOOR[1]}"
         )
     (app / "MANIFEST").write_text(
-        f"multihome {skel.VERSION}\n{tree_hash(app)}\nglibc {glibc[0]}.{glibc[1]}\n"
+        f"multihome {buildinfo.VERSION}\n{tree_hash(app)}\nglibc {glibc[0]}.{glibc[1]}\n"
     )
     cni_bin = args.dist / "cni-bin"
     shutil.rmtree(cni_bin, ignore_errors=True)

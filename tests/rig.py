@@ -122,6 +122,7 @@ class Cnitool:
         args: str = "",
         cap_args: dict[str, Any] | None = None,
         container_id: str = "",
+        extra_env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
         env = {
             "PATH": os.environ.get("PATH", ""),
@@ -136,6 +137,7 @@ class Cnitool:
             env["CAP_ARGS"] = json.dumps(cap_args)
         if container_id:
             env["CNI_CONTAINERID"] = container_id
+        env.update(extra_env or {})  # libcni passes its environment on to the plugins
         path = pod.path if isinstance(pod, Netns) else pod
         return self.host.exec(str(CNITOOL), cmd, network, path, check=False, env=env)
 
