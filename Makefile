@@ -80,9 +80,9 @@ demo: bin cnitool
 	$(PY) conformance/demo.py
 
 # Benchmarks print tables and write JSON reports under build/bench/.
-bench: bin cnitool
+bench: dist cnitool
+	$(PY) conformance/bench.py
 	$(PY) conformance/bench_ipam.py
-	$(PY) conformance/bench_link.py
 	$(PY) conformance/bench_route.py
 
 clean:

@@ -8,6 +8,7 @@ tests all use it; nobody writes these lists by hand.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Sequence
 
@@ -55,8 +56,15 @@ def preset_names() -> list[str]:
 def compute(presets: Sequence[str], exclude: Sequence[str | IPNetwork] = ()) -> list[IPNetwork]:
     """The union of the presets minus their own and the user's exclusions, minimal.
 
-    IPv4 prefixes come first, then IPv6, each in address order.
+    IPv4 prefixes come first, then IPv6, each in address order. Every pod of a
+    network asks for the same set, so results are cached (a warm daemon
+    computes each set once).
     """
+    return list(_compute(tuple(presets), tuple(str(n) for n in exclude)))
+
+
+@functools.lru_cache(maxsize=256)
+def _compute(presets: tuple[str, ...], exclude: tuple[str, ...]) -> tuple[IPNetwork, ...]:
     unknown = [p for p in presets if p not in PRESETS]
     if unknown:
         raise ValueError(f"unknown preset {unknown[0]!r}; known: {', '.join(PRESETS)}")
@@ -64,8 +72,8 @@ def compute(presets: Sequence[str], exclude: Sequence[str | IPNetwork] = ()) -> 
     for name in presets:
         universe, excluded = PRESETS[name]
         total |= netaddr.IPSet([universe]) - netaddr.IPSet(excluded)
-    total -= netaddr.IPSet([str(net) for net in exclude])
-    return [ipaddress.ip_network(str(cidr)) for cidr in total.iter_cidrs()]
+    total -= netaddr.IPSet(list(exclude))
+    return tuple(ipaddress.ip_network(str(cidr)) for cidr in total.iter_cidrs())
 
 
 def universe(presets: Sequence[str]) -> list[IPNetwork]:
