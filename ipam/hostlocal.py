@@ -7,10 +7,12 @@ STATUS and GC (spec 1.1); bounded lock waits (code 11).
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
+from collections.abc import Iterator
 
-from multihome.lib.errors import INVALID_CONFIG, CNIError
+from multihome.lib.errors import INVALID_CONFIG, IO_FAILURE, CNIError
 from multihome.lib.log import log
 from multihome.lib.request import Request
 from multihome.lib.result import IPConfig, Result
@@ -24,12 +26,22 @@ def _owner(req: Request) -> Owner:
     return req.container_id, req.ifname
 
 
+@contextlib.contextmanager
+def _io_errors(what: str) -> Iterator[None]:
+    """A full or read-only disk is an I/O failure (code 5), not an internal error."""
+    try:
+        yield
+    except OSError as exc:
+        raise CNIError(IO_FAILURE, f"lease store {what}: {exc.strerror or exc}") from None
+
+
 class HostLocal:
     def add(self, req: Request) -> Result:
         pool = config.load(req)
-        store = FileStore(pool.data_dir, pool.network, pool.lock_timeout)
-        with store, store.locked():
-            leased = allocator.allocate(pool, store, _owner(req))
+        with _io_errors(pool.data_dir):
+            store = FileStore(pool.data_dir, pool.network, pool.lock_timeout)
+            with store, store.locked():
+                leased = allocator.allocate(pool, store, _owner(req))
         ips = [
             IPConfig(
                 address=ipaddress.ip_interface(f"{ip}/{rng.subnet.prefixlen}"), gateway=rng.gateway
@@ -42,8 +54,10 @@ class HostLocal:
         data_dir, timeout = config.store_settings(req)
         if not os.path.isdir(os.path.join(data_dir, req.network)):
             return  # nothing was ever leased on this network here
-        with FileStore(data_dir, req.network, timeout) as store, store.locked():
-            released = store.release_owner(_owner(req))
+        with _io_errors(data_dir):
+            store = FileStore(data_dir, req.network, timeout)
+            with store, store.locked():
+                released = store.release_owner(_owner(req))
         if released:
             log(f"released {', '.join(map(str, released))} of {req.container_id}/{req.ifname}")
 

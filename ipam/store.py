@@ -159,8 +159,12 @@ class FileStore:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
-        finally:
+        except BaseException:
             os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(name, dir_fd=self.tmp_fd)  # a full disk leaves no half-written file
+            raise
+        os.close(fd)
         return name
 
     def _replace(self, name: str, data: bytes, dir_fd: int) -> None:

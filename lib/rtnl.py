@@ -40,7 +40,7 @@ RTM_NEWRULE, RTM_DELRULE, RTM_GETRULE = 32, 33, 34
 
 IFF_UP = 0x1
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINK, IFLA_MASTER = 1, 3, 4, 5, 10
-IFLA_OPERSTATE, IFLA_LINKINFO, IFLA_NET_NS_FD, IFLA_LINK_NETNSID = 16, 18, 28, 37
+IFLA_OPERSTATE, IFLA_LINKINFO, IFLA_IFALIAS, IFLA_NET_NS_FD, IFLA_LINK_NETNSID = 16, 18, 20, 28, 37
 IFLA_INFO_KIND, IFLA_INFO_DATA = 1, 2
 IFLA_MACVLAN_MODE, IFLA_MACVLAN_BC_QUEUE_LEN = 1, 7
 IFLA_IPVLAN_MODE = 1
@@ -129,12 +129,24 @@ def family_of(version: int) -> int:
 
 
 class Link:
-    __slots__ = ("data", "flags", "index", "kind", "link", "mac", "mtu", "name", "operstate")
+    __slots__ = (
+        "alias",
+        "data",
+        "flags",
+        "index",
+        "kind",
+        "link",
+        "mac",
+        "mtu",
+        "name",
+        "operstate",
+    )
 
     def __init__(self, body: bytes) -> None:
         _, _, self.index, self.flags, _ = _IFINFO.unpack_from(body)
         attrs = parse_attrs(body, _IFINFO.size)
         self.name = _cstr(attrs.get(IFLA_IFNAME, b""))
+        self.alias = _cstr(attrs.get(IFLA_IFALIAS, b""))
         self.mtu = _U32.unpack(attrs[IFLA_MTU])[0] if IFLA_MTU in attrs else 0
         raw_mac = attrs.get(IFLA_ADDRESS, b"")
         self.mac = ":".join(f"{b:02x}" for b in raw_mac)
@@ -277,8 +289,13 @@ def link_create(
     mtu: int = 0,
     mac: bytes = b"",
     netns_fd: int = -1,
+    alias: str = "",
 ) -> Request:
+    """A new stacked link; ``alias`` (IFLA_IFALIAS) names its owner, so a DEL after a
+    crash finds it even under its temporary name."""
     attrs = [attr_str(IFLA_IFNAME, name), attr_u32(IFLA_LINK, master)]
+    if alias:
+        attrs.append(attr_str(IFLA_IFALIAS, alias))
     if mtu:
         attrs.append(attr_u32(IFLA_MTU, mtu))
     if mac:

@@ -151,6 +151,8 @@ class LinkPlugin:
                 raise CNIError(
                     INTERFACE_EXISTS, f"interface {req.ifname} already exists in {req.netns}"
                 )
+            for leftover in [x for x in pod.links() if x.alias == owner_alias(req)]:
+                self._delete_quietly(pod, leftover.index)  # a crashed earlier try of this ADD
             with rtnl.Rtnl() as host:
                 name, in_pod = self.master_name(req, conf, host)
                 master = (pod if in_pod else host).link(name)
@@ -171,6 +173,7 @@ class LinkPlugin:
                     master=master,
                     conf=conf,
                     mac=mac,
+                    owner=owner_alias(req),
                 )
             undo.callback(self._delete_quietly, pod, link.index)
             pod.call(rtnl.link_set(link.index, name=req.ifname))
@@ -197,6 +200,7 @@ class LinkPlugin:
         master: rtnl.Link,
         conf: LinkConf,
         mac: bytes,
+        owner: str,
     ) -> rtnl.Link:
         """The link, made directly in the pod under a temporary name (no move)."""
         tmp = f"mh{os.urandom(5).hex()}"
@@ -212,6 +216,7 @@ class LinkPlugin:
                     mtu=conf.mtu,
                     mac=mac,
                     netns_fd=netns_fd,
+                    alias=owner,
                 )
             )
         except rtnl.NetlinkError as exc:
@@ -262,23 +267,33 @@ class LinkPlugin:
             return
         try:
             with rtnl.in_netns(req.netns) as (_, pod):
-                self._delete_link(pod, req.ifname)
+                self._delete_link(pod, req)
         except CNIError as exc:
             if exc.code not in (3, 8):  # 3, 8: the namespace is gone, and the link with it
                 raise
 
-    def _delete_link(self, pod: rtnl.Rtnl, ifname: str) -> None:
-        link = pod.link(ifname)
-        if link is None:
-            return
-        if link.kind != self.kind.name:
-            log(f"DEL: {ifname} is a {link.kind or 'plain'} link, not {self.kind.name}; left alone")
-            return
-        try:
-            pod.call(rtnl.link_delete(link.index))
-        except OSError as exc:
-            if not _is_missing(exc):
-                raise CNIError(KERNEL_REFUSED, f"cannot delete {ifname}: {exc.strerror}") from None
+    def _delete_link(self, pod: rtnl.Rtnl, req: Request) -> None:
+        """CNI_IFNAME, and any link of this owner an interrupted ADD left under its
+        temporary name (we tag our links with an alias naming their owner)."""
+        owner = owner_alias(req)
+        victims = [link for link in pod.links() if link.alias == owner]
+        named = pod.link(req.ifname)
+        if named is not None and named.index not in {v.index for v in victims}:
+            if named.kind == self.kind.name:
+                victims.append(named)
+            else:
+                log(
+                    f"DEL: {req.ifname} is a {named.kind or 'plain'} link, not {self.kind.name}; "
+                    "left alone"
+                )
+        for link in victims:
+            try:
+                pod.call(rtnl.link_delete(link.index))
+            except OSError as exc:
+                if not _is_missing(exc):
+                    raise CNIError(
+                        KERNEL_REFUSED, f"cannot delete {link.name}: {exc.strerror}"
+                    ) from None
 
     # ---- CHECK -----------------------------------------------------------------
 
@@ -338,6 +353,11 @@ class LinkPlugin:
         conf = parse(LinkConf, req.conf)
         if conf.ipam_type:
             delegate.gc(conf.ipam_type, req)
+
+
+def owner_alias(req: Request) -> str:
+    """The alias our links carry: whose they are, for a DEL after an interrupted ADD."""
+    return f"multihome {req.container_id} {req.ifname}"
 
 
 def default_route_interface(sock: rtnl.Rtnl) -> str:
