@@ -85,6 +85,19 @@ class Request:
             self._prev = from_wire(self.conf["prevResult"], self.cni_version)
         return self._prev
 
+    def chained_prev_result(self) -> Result:
+        """The prevResult a chained plugin needs; code 7 when there is none."""
+        prev = self.prev_result
+        if prev is None:
+            from .errors import INVALID_CONFIG, CNIError
+
+            raise CNIError(
+                INVALID_CONFIG,
+                f"{self.plugin_name} must be chained after a main plugin",
+                "it needs a prevResult: list it after e.g. mh-macvlan in a conflist",
+            )
+        return prev
+
     def valid_attachments(self) -> list[tuple[str, str]] | None:
         """GC's (containerID, ifname) pairs; None when the runtime sent no list.
 

@@ -315,21 +315,10 @@ def read_state(path: str) -> dict[str, list[dict[str, object]]] | None:
 # ---- the plugin ---------------------------------------------------------------------
 
 
-def _prev(req: Request) -> Result:
-    prev = req.prev_result
-    if prev is None:
-        raise CNIError(
-            INVALID_CONFIG,
-            "mh-route must be chained after a main plugin",
-            "it needs a prevResult (put it in a conflist's plugins after e.g. mh-macvlan)",
-        )
-    return prev
-
-
 class RoutePlugin:
     def add(self, req: Request) -> Result:
         conf = load(req)
-        the_plan = plan(conf, _prev(req), req.ifname)
+        the_plan = plan(conf, req.chained_prev_result(), req.ifname)
         path = state_path(conf, req)
         with rtnl.in_netns(req.netns) as (_, sock):
             state = apply(sock, the_plan, req.ifname)
@@ -363,7 +352,7 @@ class RoutePlugin:
 
     def check(self, req: Request) -> None:
         conf = load(req)
-        _prev(req)
+        req.chained_prev_result()
         if conf.skipcheck:
             return
         state = read_state(state_path(conf, req))

@@ -268,21 +268,10 @@ def remove(sock: rtnl.Rtnl, ips: list[IPInterface], oif: int | None) -> None:
 # ---- the plugin ---------------------------------------------------------------------------
 
 
-def _prev(req: Request) -> Result:
-    prev = req.prev_result
-    if prev is None:
-        raise CNIError(
-            INVALID_CONFIG,
-            "mh-sbr must be chained after a main plugin",
-            "it needs a prevResult: list it after e.g. mh-macvlan in a conflist",
-        )
-    return prev
-
-
 class SbrPlugin:
     def add(self, req: Request) -> Result:
         conf = parse(SbrConf, req.conf)
-        prev = _prev(req)
+        prev = req.chained_prev_result()
         ips = pod_ips(prev, req.ifname)
         if not ips:
             raise CNIError(INVALID_CONFIG, f"prevResult has no address for {req.ifname}")
@@ -316,7 +305,7 @@ class SbrPlugin:
 
     def check(self, req: Request) -> None:
         conf = parse(SbrConf, req.conf)
-        prev = _prev(req)
+        prev = req.chained_prev_result()
         ips = pod_ips(prev, req.ifname)
         gateways = {gw.version: gw for gw in conf.gateways}
         with rtnl.in_netns(req.netns) as (_, sock):
