@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 APT_PACKAGES := containernetworking-plugins golang-go golang-github-appc-cni-dev iproute2 \
 	iputils-ping python3-venv python3-dev podman runc busybox-static binutils
 
-.PHONY: all deps venv bin cnitool test test-vm dist test-dist lint demo bench clean
+.PHONY: all deps venv bin cnitool test test-vm dist test-dist lint demo bench robustness clean
 
 all: bin cnitool
 
@@ -78,6 +78,10 @@ lint: bin
 
 demo: bin cnitool
 	$(PY) conformance/demo.py
+
+# Malformed input, fuzzing, kill -9, concurrency and disk faults (see SECURITY.md).
+robustness: bin
+	$(PY) conformance/robustness.py
 
 # Benchmarks print tables and write JSON reports under build/bench/.
 bench: dist cnitool

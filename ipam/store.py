@@ -31,7 +31,7 @@ import os
 import time
 from collections.abc import Iterator
 
-from multihome.lib.errors import NOT_AVAILABLE, TRY_AGAIN_LATER, CNIError
+from multihome.lib.errors import IO_FAILURE, NOT_AVAILABLE, TRY_AGAIN_LATER, CNIError
 from multihome.lib.models import IPAddress
 
 Owner = tuple[str, str]
@@ -62,11 +62,17 @@ def ip_from_name(name: str) -> IPAddress | None:
         return None
 
 
+_DISK_ERRNOS = frozenset({errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EIO})
+
+
 def _mkdir(path: str, mode: int) -> None:
     try:
         os.makedirs(path, mode=mode, exist_ok=True)
     except OSError as exc:
-        raise CNIError(NOT_AVAILABLE, f"cannot create {path}: {exc.strerror}") from None
+        # A full or read-only disk is an I/O failure; anything else (a file in the
+        # way, no permission) means the store is not usable as configured.
+        code = IO_FAILURE if exc.errno in _DISK_ERRNOS else NOT_AVAILABLE
+        raise CNIError(code, f"cannot create {path}: {exc.strerror}") from None
 
 
 class FileStore:

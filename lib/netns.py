@@ -14,6 +14,7 @@ wraps is the same one used below.
 
 from __future__ import annotations
 
+import _thread
 import ctypes
 import os
 
@@ -60,7 +61,7 @@ class NetNS:
     def __init__(self, path: str) -> None:
         self.path = path
         self.fd = open_netns(path)
-        self._saved: list[int] = []
+        self._saved: dict[int, list[int]] = {}  # per thread: setns is per thread
 
     def __enter__(self) -> NetNS:
         saved = os.open(_THREAD_NS, os.O_RDONLY | os.O_CLOEXEC)
@@ -69,11 +70,11 @@ class NetNS:
         except BaseException:
             os.close(saved)
             raise
-        self._saved.append(saved)
+        self._saved.setdefault(_thread.get_ident(), []).append(saved)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        saved = self._saved.pop()
+        saved = self._saved[_thread.get_ident()].pop()
         try:
             setns(saved)  # failing here would leave the thread in the pod: never ignore
         finally:

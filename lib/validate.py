@@ -5,6 +5,9 @@ from .errors import INVALID_CONFIG, INVALID_ENV, UNKNOWN_CONTAINER, CNIError
 _ALNUM = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
 _NAME_CHARS = _ALNUM | frozenset("_.-")
 MAX_IFNAME = 15
+# Network names and container IDs become file and directory names (the lease
+# store, route state): well under NAME_MAX (255 bytes) leaves room for suffixes.
+MAX_NAME = 200
 
 
 def is_cni_name(value: str) -> bool:
@@ -17,6 +20,8 @@ def container_id(value: str) -> None:
         raise CNIError(UNKNOWN_CONTAINER, "missing containerID")
     if not is_cni_name(value):
         raise CNIError(INVALID_ENV, "invalid characters in CNI_CONTAINERID", value[:256])
+    if len(value) > MAX_NAME:
+        raise CNIError(INVALID_ENV, f"CNI_CONTAINERID is longer than {MAX_NAME} characters")
 
 
 def network_name(value: object) -> None:
@@ -24,6 +29,8 @@ def network_name(value: object) -> None:
         raise CNIError(INVALID_CONFIG, "missing network name")
     if not isinstance(value, str) or not is_cni_name(value):
         raise CNIError(INVALID_CONFIG, "invalid characters found in network name", str(value)[:256])
+    if len(value) > MAX_NAME:
+        raise CNIError(INVALID_CONFIG, f"network name is longer than {MAX_NAME} characters")
 
 
 def interface_name(value: str) -> None:

@@ -1,0 +1,123 @@
+"""Regressions found by conformance/robustness.py: each one once crashed or leaked."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from multihome.lib.netns import NetNS
+from tests.conftest import Topology
+from tests.link_helpers import conflist, mh_ipam
+from tests.rig import CNIBIN, Netns, one_json
+from tests.shapes import check_error
+from tests.test_link import direct, leases
+from tests.test_mh_ipam import call, conf
+
+pytestmark = [pytest.mark.privileged, pytest.mark.needs_tool(str(CNIBIN / "mh-ipam"))]
+
+
+@pytest.fixture
+def pod(netns_factory: Callable[[str], Netns]) -> Netns:
+    return netns_factory("pod")
+
+
+def test_overlong_network_name_is_code_7(pod: Netns, tmp_path: Path) -> None:
+    # (it was used as a directory name: ENAMETOOLONG surfaced as an internal error)
+    doc = {**conf(tmp_path), "name": "n" * 5000}
+    check_error(one_json(call("ADD", doc, pod).stdout), 7)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_overlong_container_id_is_code_4(pod: Netns, tmp_path: Path) -> None:
+    check_error(one_json(call("ADD", conf(tmp_path), pod, cid="c" * 5000).stdout), 4)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture
+def tiny(tmp_path: Path) -> Iterator[Path]:
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(mnt)], check=True)
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_full_store_is_code_5_and_leaves_no_temporary_file(pod: Netns, tiny: Path) -> None:
+    (tiny / "vlan200").mkdir()
+    filler = tiny / "filler"
+    with filler.open("wb", buffering=0) as f, pytest.raises(OSError):
+        while True:
+            f.write(b"x" * 4096)
+    check_error(one_json(call("ADD", conf(tiny), pod).stdout), 5)
+    assert sorted(p.name for p in (tiny / "vlan200").iterdir() if p.name != "lock") == []
+
+
+def test_read_only_store_is_code_5(pod: Netns, tiny: Path) -> None:
+    (tiny / "vlan200").mkdir()
+    subprocess.run(["mount", "-o", "remount,ro", str(tiny)], check=True)
+    check_error(one_json(call("ADD", conf(tiny), pod).stdout), 5)
+
+
+def test_del_removes_a_link_an_interrupted_add_left_under_its_temporary_name(
+    topo: Topology, tmp_path: Path
+) -> None:
+    # An ADD killed between creating the link (under a temporary name, in the pod) and
+    # renaming it leaves one; the owner alias lets DEL find it.
+    topo.host.ip(
+        "link", "add", "link", topo.master, "name", "mhleft", "type", "macvlan", "mode", "bridge"
+    )
+    topo.host.ip("link", "set", "mhleft", "alias", "multihome c1 net1", "netns", topo.pod.path)
+    conf_ = conflist("macvlan", topo.master, mh_ipam(str(tmp_path)))
+    assert direct("macvlan", "DEL", topo, conf_, topo.pod.path).returncode == 0
+    names = [x["ifname"] for x in topo.pod.ipj("link", "show")]
+    assert "mhleft" not in names
+    assert leases(tmp_path) == []
+
+
+def test_a_retried_add_clears_its_own_leftover_first(topo: Topology, tmp_path: Path) -> None:
+    topo.host.ip(
+        "link", "add", "link", topo.master, "name", "mhleft", "type", "macvlan", "mode", "bridge"
+    )
+    topo.host.ip("link", "set", "mhleft", "alias", "multihome c1 net1", "netns", topo.pod.path)
+    conf_ = conflist("macvlan", topo.master, mh_ipam(str(tmp_path)))
+    proc = direct("macvlan", "ADD", topo, conf_, topo.pod.path)
+    assert proc.returncode == 0, proc.stdout
+    names = sorted(x["ifname"] for x in topo.pod.ipj("link", "show"))
+    assert names == ["lo", "net1"]
+    assert direct("macvlan", "DEL", topo, conf_, topo.pod.path).returncode == 0
+
+
+def test_netns_shared_by_threads_restores_each_thread(
+    netns_factory: Callable[[str], Netns],
+) -> None:
+    # One NetNS object entered by several threads at once (the daemon does this).
+    pod = netns_factory("pod")
+    shared = NetNS(pod.path)
+    target = os.stat(pod.path).st_ino
+    errors: list[str] = []
+    barrier = threading.Barrier(4)
+
+    def body() -> None:
+        own = os.stat("/proc/thread-self/ns/net").st_ino
+        for n in range(50):
+            with shared:
+                if n == 0:
+                    barrier.wait()  # all four inside at once
+                if os.stat("/proc/thread-self/ns/net").st_ino != target:
+                    errors.append("not inside")
+            if os.stat("/proc/thread-self/ns/net").st_ino != own:
+                errors.append("not restored")
+
+    threads = [threading.Thread(target=body) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
