@@ -289,13 +289,9 @@ def link_create(
     mtu: int = 0,
     mac: bytes = b"",
     netns_fd: int = -1,
-    alias: str = "",
 ) -> Request:
-    """A new stacked link; ``alias`` (IFLA_IFALIAS) names its owner, so a DEL after a
-    crash finds it even under its temporary name."""
+    """A new stacked link. (The kernel ignores IFLA_IFALIAS here: see ``link_set``.)"""
     attrs = [attr_str(IFLA_IFNAME, name), attr_u32(IFLA_LINK, master)]
-    if alias:
-        attrs.append(attr_str(IFLA_IFALIAS, alias))
     if mtu:
         attrs.append(attr_u32(IFLA_MTU, mtu))
     if mac:
@@ -309,11 +305,17 @@ def link_create(
     return Request(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, body)
 
 
-def link_set(index: int, *, name: str = "", up: bool | None = None) -> Request:
+def link_set(
+    index: int, *, name: str = "", up: bool | None = None, alias: str | None = None
+) -> Request:
+    """Change a link: its name, its up flag, its alias (IFLA_IFALIAS, which only an
+    existing link takes)."""
     flags = change = 0
     if up is not None:
         flags, change = (IFF_UP if up else 0), IFF_UP
     attrs = attr_str(IFLA_IFNAME, name) if name else b""
+    if alias is not None:
+        attrs += attr_str(IFLA_IFALIAS, alias)
     return Request(RTM_NEWLINK, 0, _IFINFO.pack(socket.AF_UNSPEC, 0, index, flags, change) + attrs)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import os
+import zlib
 from dataclasses import dataclass
 
 from pydantic import Field, field_validator
@@ -147,12 +147,14 @@ class LinkPlugin:
         mac = self.mac(req, conf)
         # The undo stack closes before the pod socket does: rollback still needs it.
         with rtnl.in_netns(req.netns) as (ns, pod), contextlib.ExitStack() as undo:
+            # Links tagged with this very owner are from an earlier try of this ADD that
+            # was killed (even after the rename): the runtime retries, so start afresh.
+            for leftover in leftovers(pod, req):
+                self._delete_quietly(pod, leftover.index)
             if pod.link(req.ifname) is not None:
                 raise CNIError(
                     INTERFACE_EXISTS, f"interface {req.ifname} already exists in {req.netns}"
                 )
-            for leftover in [x for x in pod.links() if x.alias == owner_alias(req)]:
-                self._delete_quietly(pod, leftover.index)  # a crashed earlier try of this ADD
             with rtnl.Rtnl() as host:
                 name, in_pod = self.master_name(req, conf, host)
                 master = (pod if in_pod else host).link(name)
@@ -173,7 +175,7 @@ class LinkPlugin:
                     master=master,
                     conf=conf,
                     mac=mac,
-                    owner=owner_alias(req),
+                    req=req,
                 )
             undo.callback(self._delete_quietly, pod, link.index)
             pod.call(rtnl.link_set(link.index, name=req.ifname))
@@ -200,10 +202,11 @@ class LinkPlugin:
         master: rtnl.Link,
         conf: LinkConf,
         mac: bytes,
-        owner: str,
+        req: Request,
     ) -> rtnl.Link:
-        """The link, made directly in the pod under a temporary name (no move)."""
-        tmp = f"mh{os.urandom(5).hex()}"
+        """The link, made directly in the pod under its owner's temporary name (no
+        move), then tagged with the owner's alias."""
+        tmp = temporary_name(req)
         data = self.kind.data(conf.mode, conf.bcqueuelen)
         netns_fd = -1 if creator is pod else ns.fd
         try:
@@ -216,7 +219,6 @@ class LinkPlugin:
                     mtu=conf.mtu,
                     mac=mac,
                     netns_fd=netns_fd,
-                    alias=owner,
                 )
             )
         except rtnl.NetlinkError as exc:
@@ -226,6 +228,11 @@ class LinkPlugin:
         link = pod.link(tmp)
         if link is None:
             raise CNIError(KERNEL_REFUSED, f"{self.kind.name} {tmp} vanished after creation")
+        try:
+            pod.call(rtnl.link_set(link.index, alias=owner_alias(req)))
+        except OSError as exc:
+            self._delete_quietly(pod, link.index)
+            raise CNIError(KERNEL_REFUSED, f"cannot tag {tmp}: {exc.strerror}") from None
         return link
 
     def _ipam_result(self, req: Request, conf: LinkConf, undo: contextlib.ExitStack) -> Result:
@@ -260,23 +267,24 @@ class LinkPlugin:
     # ---- DEL -------------------------------------------------------------------
 
     def delete(self, req: Request) -> None:
-        conf = parse(LinkConf, req.conf)  # JSON only: DEL must not need the master or netlink
+        conf = parse(LinkConf, req.conf)  # JSON only: DEL must not need the master
+        # The link goes first, then the lease: released first (as the reference
+        # plugins do), the address could be given to a new pod while this one still
+        # answers for it on the wire.
+        if req.netns:
+            try:
+                with rtnl.in_netns(req.netns) as (_, pod):
+                    self._delete_link(pod, req)
+            except CNIError as exc:
+                if exc.code not in (3, 8):  # 3, 8: the namespace is gone, and the link with it
+                    raise
         if conf.ipam_type:
             delegate.delete(conf.ipam_type, req)
-        if not req.netns:
-            return
-        try:
-            with rtnl.in_netns(req.netns) as (_, pod):
-                self._delete_link(pod, req)
-        except CNIError as exc:
-            if exc.code not in (3, 8):  # 3, 8: the namespace is gone, and the link with it
-                raise
 
     def _delete_link(self, pod: rtnl.Rtnl, req: Request) -> None:
         """CNI_IFNAME, and any link of this owner an interrupted ADD left under its
         temporary name (we tag our links with an alias naming their owner)."""
-        owner = owner_alias(req)
-        victims = [link for link in pod.links() if link.alias == owner]
+        victims = leftovers(pod, req)
         named = pod.link(req.ifname)
         if named is not None and named.index not in {v.index for v in victims}:
             if named.kind == self.kind.name:
@@ -358,6 +366,18 @@ class LinkPlugin:
 def owner_alias(req: Request) -> str:
     """The alias our links carry: whose they are, for a DEL after an interrupted ADD."""
     return f"multihome {req.container_id} {req.ifname}"
+
+
+def temporary_name(req: Request) -> str:
+    """The name a link has between creation and its rename to CNI_IFNAME: derived
+    from its owner, so a link left by an ADD killed before it was tagged is found."""
+    return f"mh{zlib.crc32(owner_alias(req).encode()):08x}"  # (zlib: a cheap import)
+
+
+def leftovers(pod: rtnl.Rtnl, req: Request) -> list[rtnl.Link]:
+    """Links an earlier, interrupted ADD of this owner left in the pod."""
+    alias, tmp = owner_alias(req), temporary_name(req)
+    return [link for link in pod.links() if link.alias == alias or link.name == tmp]
 
 
 def default_route_interface(sock: rtnl.Rtnl) -> str:

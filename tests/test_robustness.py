@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import threading
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -121,3 +122,37 @@ def test_netns_shared_by_threads_restores_each_thread(
     for t in threads:
         t.join()
     assert errors == []
+
+
+def test_add_killed_after_the_rename_can_be_retried(topo: Topology, tmp_path: Path) -> None:
+    # Killed after net1 got its name (the runtime never saw a result): the retry must
+    # not fail with "net1 already exists", and keeps the same lease.
+    conf_ = conflist("macvlan", topo.master, mh_ipam(str(tmp_path)))
+    first = direct("macvlan", "ADD", topo, conf_, topo.pod.path)
+    assert first.returncode == 0, first.stdout
+    again = direct("macvlan", "ADD", topo, conf_, topo.pod.path)
+    assert again.returncode == 0, again.stdout
+    assert one_json(again.stdout)["ips"] == one_json(first.stdout)["ips"]
+    assert sorted(x["ifname"] for x in topo.pod.ipj("link", "show")) == ["lo", "net1"]
+    assert len(leases(tmp_path)) == 2  # dual stack: one v4 and one v6, not two of each
+    assert direct("macvlan", "DEL", topo, conf_, topo.pod.path).returncode == 0
+    assert leases(tmp_path) == []
+
+
+def test_links_carry_their_owner_alias(topo: Topology, tmp_path: Path) -> None:
+    # (the kernel ignores IFLA_IFALIAS when it creates a link: it is set afterwards)
+    conf_ = conflist("macvlan", topo.master, mh_ipam(str(tmp_path)))
+    assert direct("macvlan", "ADD", topo, conf_, topo.pod.path).returncode == 0
+    (net1,) = [x for x in topo.pod.ipj("link", "show") if x["ifname"] == "net1"]
+    assert net1["ifalias"] == "multihome c1 net1"
+    assert direct("macvlan", "DEL", topo, conf_, topo.pod.path).returncode == 0
+
+
+def test_del_finds_an_untagged_link_by_its_temporary_name(topo: Topology, tmp_path: Path) -> None:
+    # Killed between creating the link and tagging it: the name itself says whose it is.
+    tmp = f"mh{zlib.crc32(b'multihome c1 net1'):08x}"
+    topo.host.ip("link", "add", "link", topo.master, "name", tmp, "type", "macvlan")
+    topo.host.ip("link", "set", tmp, "netns", topo.pod.path)
+    conf_ = conflist("macvlan", topo.master, mh_ipam(str(tmp_path)))
+    assert direct("macvlan", "DEL", topo, conf_, topo.pod.path).returncode == 0
+    assert [x["ifname"] for x in topo.pod.ipj("link", "show")] == ["lo"]
