@@ -10,8 +10,9 @@ Sections, each bounded in time:
 3. kill -9 of plugins and of the daemon at random points of ADD, then DEL as a
    runtime would: the namespace and the store end clean; a repeated ADD gets
    the same address; GC after a simulated reboot frees exactly the dead leases;
-4. 100 pods adding and deleting at random: never one address twice, nothing
-   leaked; a stuck lock holder gives code 11 in bounded time;
+4. 100 pods adding and deleting at random: never one address twice (in the
+   store, or up in two pods' kernels at once), nothing leaked; a stuck lock
+   holder gives code 11 in bounded time;
 5. a full disk, a read-only store, a missing master, a master that goes away.
 
 Prints: cases tried, crashes injected, concurrent operations, leaks found.
@@ -37,7 +38,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "build" / "pkgroot")]
 
-from multihome.lib import registry, skel  # noqa: E402
+from multihome.lib import registry, rtnl, skel  # noqa: E402
 from multihome.lib.netns import NetNS  # noqa: E402
 from tests.rig import CNIBIN, Netns, unique  # noqa: E402
 
@@ -402,7 +403,9 @@ def run_crashes(world: World, summary: Summary, rounds: int) -> None:
         summary.crashes += 1
         crashed = leases(world.data)
         again = run_to_end("mh-macvlan", env, doc, world.host)
-        if again.returncode == 0 and crashed:  # a repeated ADD keeps the crashed lease
+        if again.returncode:
+            summary.fail(f"repeat ADD after a crash failed: {again.stdout[:200]!r}")
+        elif crashed:  # a repeated ADD keeps the crashed lease
             got = json.loads(again.stdout)["ips"][0]["address"].split("/")[0]
             if [got] != crashed:
                 summary.fail(f"repeat ADD after a crash got {got}, the crash leased {crashed}")
@@ -559,9 +562,34 @@ def run_concurrency(world: World, summary: Summary, seconds: float, pods_n: int 
                 attached[i] = address
         summary.concurrent_ops += 1
 
+    kernel_samples = [0]
+
+    def watch_kernels() -> None:
+        """Sample every pod's kernel: no address may be up in two pods at once."""
+        socks = []
+        for pod in pods:
+            with NetNS(pod.path):
+                socks.append(rtnl.Rtnl())
+        try:
+            while time.monotonic() < deadline:
+                seen: dict[str, int] = {}
+                for i, sock in enumerate(socks):
+                    for addr in sock.addrs(version=4):
+                        ip = str(addr.interface.ip)
+                        if ip.startswith("10.66.") and seen.setdefault(ip, i) != i:
+                            summary.fail(f"{ip} up in pod{seen[ip]} and pod{i} at once")
+                kernel_samples[0] += 1
+                time.sleep(0.05)
+        finally:
+            for sock in socks:
+                sock.close()
+
     try:
-        with ThreadPoolExecutor(8) as ex:
+        with ThreadPoolExecutor(9) as ex:
+            watcher = ex.submit(watch_kernels)
             list(ex.map(worker, [rng.randrange(10**9) for _ in range(8)]))
+            watcher.result()
+        print(f"   {kernel_samples[0]} samples of all {pods_n} pods' kernels", flush=True)
         for i in list(attached):
             env = {**world.env("DEL", CNI_CONTAINERID=f"pod{i}"), "CNI_NETNS": pods[i].path}
             skel.run("mh-macvlan", env, json.dumps(doc).encode())
