@@ -13,7 +13,8 @@ Sections, each bounded in time:
 4. 100 pods adding and deleting at random: never one address twice (in the
    store, or up in two pods' kernels at once), nothing leaked; a stuck lock
    holder gives code 11 in bounded time;
-5. a full disk, a read-only store, a missing master, a master that goes away.
+5. a full disk, a read-only store, a missing master, a master that goes away;
+6. safe file modes, symlinks planted in the store not followed, no shell.
 
 Prints: cases tried, crashes injected, concurrent operations, leaks found.
 """
@@ -26,6 +27,7 @@ import json
 import os
 import random
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -704,8 +706,57 @@ def expect_clean(
 # ---- 6. security ---------------------------------------------------------------------------
 
 
-def run_security(summary: Summary) -> None:
-    print("6. no shell anywhere", flush=True)
+def run_security(world: World, summary: Summary) -> None:
+    print("6. file modes, planted symlinks, no shell anywhere", flush=True)
+    outside = world.tmp / "outside"
+    outside.mkdir(mode=0o700)
+    victim = outside / "victim"
+    victim.write_text("untouched")
+    netdir = world.data / "robust"
+    netdir.mkdir(parents=True, exist_ok=True)
+    # An attacker with write access to the store plants links to a file outside it,
+    # under the next lease's name and the range's bookkeeping file's name.
+    for name in ("10.66.0.2", "last_reserved_ip.0"):
+        (netdir / name).unlink(missing_ok=True)
+        (netdir / name).symlink_to(victim)
+    env = world.env("ADD", CNI_CONTAINERID="sec1")
+    conf = json.dumps(world.conf("mh-ipam")).encode()
+    with world.host_ns:
+        out, code, _ = skel.run("mh-ipam", env, conf)
+    summary.cases += 1
+    doc = error_doc(out, code) if code else None
+    if code and (doc is None or doc["code"] == 999):
+        summary.fail(f"planted symlinks: {out[:200]!r}")
+    if victim.read_text() != "untouched" or sorted(p.name for p in outside.iterdir()) != ["victim"]:
+        summary.fail("a symlink in the store was followed out of it")
+    outcome = f"code {doc['code']}" if doc else out.decode().strip()[:120]
+    print(f"   with planted symlinks ADD gave {outcome}")
+    if code == 0:
+        got = json.loads(out)["ips"][0]["address"].split("/")[0]
+        if got == "10.66.0.2":
+            summary.fail("a planted symlink was taken for a free lease file")
+        lease = netdir / got
+        summary.cases += 1
+        if stat.S_IMODE(lease.stat().st_mode) != 0o600 or netdir.stat().st_mode & 0o007:
+            summary.fail(
+                f"modes: lease {oct(lease.stat().st_mode)}, dir {oct(netdir.stat().st_mode)}"
+            )
+        skel.run("mh-ipam", {**env, "CNI_COMMAND": "DEL"}, conf)
+    (netdir / "10.66.0.2").unlink()
+    (netdir / "last_reserved_ip.0").unlink(missing_ok=True)
+    # The store's network directory itself a symlink out of the dataDir.
+    other = world.tmp / "ipam2"
+    other.mkdir()
+    (other / "robust").symlink_to(outside)
+    conf2 = world.conf("mh-ipam")
+    conf2["ipam"]["dataDir"] = str(other)
+    with world.host_ns:
+        out, code, _ = skel.run("mh-ipam", env, json.dumps(conf2).encode())
+    summary.cases += 1
+    doc = error_doc(out, code)
+    print(f"   with a symlinked network directory: {doc and (doc['code'], doc['msg'][:80])}")
+    if doc is None or doc["code"] == 999 or sorted(p.name for p in outside.iterdir()) != ["victim"]:
+        summary.fail(f"a symlinked network directory: exit {code}, {out[:200]!r}")
     for path in [*ROOT.glob("lib/*.py"), *ROOT.glob("plugins/*.py"), *ROOT.glob("ipam/*.py")]:
         text = path.read_text()
         summary.cases += 1
@@ -733,7 +784,7 @@ def main() -> int:
             run_crashes(world, summary, args.crash_rounds)
             run_concurrency(world, summary, args.concurrency_seconds)
             run_faults(world, summary)
-            run_security(summary)
+            run_security(world, summary)
         finally:
             world.close()
     print(
