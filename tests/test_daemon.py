@@ -65,6 +65,28 @@ def chain(topo: Topology, tmp_path: Path) -> dict[str, Any]:
     }
 
 
+def macvlan(topo: Topology, tmp_path: Path, name: str = "n", **ipam: Any) -> dict[str, Any]:
+    """One mh-macvlan config on the topology's master, for a shim called directly."""
+    return {
+        "cniVersion": "1.0.0",
+        "name": name,
+        "type": "mh-macvlan",
+        "master": topo.master,
+        "ipam": {**mh_ipam(str(tmp_path / "ipam")), **ipam},
+    }
+
+
+def shim_env(pod: Netns, sock: Path, cid: str = "c") -> dict[str, str]:
+    """A runtime's ADD environment, pointing the shim at ``sock``."""
+    return plugin_env(
+        "ADD",
+        CNI_CONTAINERID=cid,
+        CNI_NETNS=pod.path,
+        CNI_IFNAME="net1",
+        MULTIHOME_SOCKET=str(sock),
+    )
+
+
 def run(
     cnitool: Cnitool, cmd: str, net: str, pod: Netns | str, sock: Path, **kw: Any
 ) -> subprocess.CompletedProcess[str]:
@@ -114,21 +136,9 @@ def test_stale_socket_file(topo: Topology, cnitool: Cnitool, tmp_path: Path) -> 
 def test_build_mismatch_runs_in_process(topo: Topology, tmp_path: Path) -> None:
     d = Daemon(tmp_path / "run" / "mh.sock", env={"MULTIHOME_BUILD_ID": "multihome 9.9.9 other"})
     try:
-        doc = {
-            "cniVersion": "1.0.0",
-            "name": "n",
-            "type": "mh-macvlan",
-            "master": topo.master,
-            "ipam": mh_ipam(str(tmp_path / "ipam")),
-        }
-        env = plugin_env(
-            "ADD",
-            CNI_CONTAINERID="c",
-            CNI_NETNS=topo.pod.path,
-            CNI_IFNAME="net1",
-            MULTIHOME_SOCKET=str(d.sock),
+        proc = run_plugin(
+            "mh-macvlan", shim_env(topo.pod, d.sock), macvlan(topo, tmp_path), netns=topo.host
         )
-        proc = run_plugin("mh-macvlan", env, doc, netns=topo.host)
         assert proc.returncode == 0, proc.stdout
         assert b"running in-process" in proc.stderr
         assert d.served() == 0
@@ -138,20 +148,8 @@ def test_build_mismatch_runs_in_process(topo: Topology, tmp_path: Path) -> None:
 
 def test_daemon_killed_mid_request(topo: Topology, tmp_path: Path) -> None:
     d = Daemon(tmp_path / "run" / "mh.sock", "--test-stall", "mh-macvlan=5")
-    doc = {
-        "cniVersion": "1.0.0",
-        "name": "n",
-        "type": "mh-macvlan",
-        "master": topo.master,
-        "ipam": mh_ipam(str(tmp_path / "ipam")),
-    }
-    env = plugin_env(
-        "ADD",
-        CNI_CONTAINERID="c",
-        CNI_NETNS=topo.pod.path,
-        CNI_IFNAME="net1",
-        MULTIHOME_SOCKET=str(d.sock),
-    )
+    doc = macvlan(topo, tmp_path)
+    env = shim_env(topo.pod, d.sock)
     with ThreadPoolExecutor(1) as ex:
         pending = ex.submit(run_plugin, "mh-macvlan", env, doc, netns=topo.host)
         time.sleep(1.0)
@@ -166,38 +164,10 @@ def test_daemon_killed_mid_request(topo: Topology, tmp_path: Path) -> None:
 def test_one_failing_request_does_not_hurt_the_next(
     daemon: Daemon, topo: Topology, tmp_path: Path
 ) -> None:
-    bad = run_plugin(
-        "mh-macvlan",
-        plugin_env(
-            "ADD",
-            CNI_CONTAINERID="c",
-            CNI_NETNS=topo.pod.path,
-            CNI_IFNAME="net1",
-            MULTIHOME_SOCKET=str(daemon.sock),
-        ),
-        b"{broken",
-        netns=topo.host,
-    )
+    env = shim_env(topo.pod, daemon.sock)
+    bad = run_plugin("mh-macvlan", env, b"{broken", netns=topo.host)
     check_error(one_json(bad.stdout), 6)
-    doc = {
-        "cniVersion": "1.0.0",
-        "name": "n",
-        "type": "mh-macvlan",
-        "master": topo.master,
-        "ipam": mh_ipam(str(tmp_path / "ipam")),
-    }
-    good = run_plugin(
-        "mh-macvlan",
-        plugin_env(
-            "ADD",
-            CNI_CONTAINERID="c",
-            CNI_NETNS=topo.pod.path,
-            CNI_IFNAME="net1",
-            MULTIHOME_SOCKET=str(daemon.sock),
-        ),
-        doc,
-        netns=topo.host,
-    )
+    good = run_plugin("mh-macvlan", env, macvlan(topo, tmp_path), netns=topo.host)
     assert good.returncode == 0, good.stdout
     assert daemon.served() == 2 and daemon.proc.poll() is None
 
@@ -243,24 +213,10 @@ def test_concurrent_adds(
     daemon: Daemon, topo: Topology, tmp_path: Path, netns_factory: Any
 ) -> None:
     pods = [netns_factory("pod") for _ in range(12)]
-    ipam = mh_ipam(str(tmp_path / "ipam"))
-    ipam["ranges"] = [[{"subnet": "10.90.0.0/24"}]]
-    doc = {
-        "cniVersion": "1.0.0",
-        "name": "many",
-        "type": "mh-macvlan",
-        "master": topo.master,
-        "ipam": ipam,
-    }
+    doc = macvlan(topo, tmp_path, "many", ranges=[[{"subnet": "10.90.0.0/24"}]])
 
     def add(i: int) -> str:
-        env = plugin_env(
-            "ADD",
-            CNI_CONTAINERID=f"c{i}",
-            CNI_NETNS=pods[i].path,
-            CNI_IFNAME="net1",
-            MULTIHOME_SOCKET=str(daemon.sock),
-        )
+        env = shim_env(pods[i], daemon.sock, f"c{i}")
         proc = run_plugin("mh-macvlan", env, doc, netns=topo.host)
         assert proc.returncode == 0, proc.stdout
         return str(json.loads(proc.stdout)["ips"][0]["address"])
