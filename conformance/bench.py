@@ -217,9 +217,7 @@ def concurrent(rig: Rig, socket: str, count: int = 50) -> dict[str, Any]:
     for kind, build, sock in (("ours-thick", ours, socket), ("reference", reference, "/none")):
         name = f"{kind}-many"
         ranges = [[{"subnet": "10.77.0.0/24", "gateway": "10.77.0.1"}]]
-        doc = build(name, ranges, rig.tmp)
-        doc["plugins"][0]["master"] = "eno1"
-        (rig.confdir / f"{name}.conflist").write_text(json.dumps(doc))
+        (rig.confdir / f"{name}.conflist").write_text(json.dumps(build(name, ranges, rig.tmp)))
         pods = [rig.pod() for _ in range(count)]
         env = rig.env(sock)
 

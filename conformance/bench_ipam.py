@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "build" / "pkgroot"))
 OURS = ROOT / "build" / "cni-bin" / "mh-ipam"
 REFERENCE = Path("/usr/lib/cni/host-local")
 NET = "bench16"
@@ -51,14 +52,18 @@ def config(data_dir: Path) -> bytes:
     return json.dumps(doc).encode()
 
 
-def exec_add(binary: Path, stdin: bytes, cid: str, netns: str) -> float:
-    env = {
+def add_env(cid: str, netns: str, cni_path: str) -> dict[str, str]:
+    return {
         "CNI_COMMAND": "ADD",
         "CNI_CONTAINERID": cid,
         "CNI_NETNS": netns,
         "CNI_IFNAME": "net1",
-        "CNI_PATH": str(binary.parent),
+        "CNI_PATH": cni_path,
     }
+
+
+def exec_add(binary: Path, stdin: bytes, cid: str, netns: str) -> float:
+    env = add_env(cid, netns, str(binary.parent))
     start = time.perf_counter()
     proc = subprocess.run([str(binary)], input=stdin, env=env, capture_output=True, check=False)
     elapsed = time.perf_counter() - start
@@ -68,16 +73,9 @@ def exec_add(binary: Path, stdin: bytes, cid: str, netns: str) -> float:
 
 
 def inprocess_add(stdin: bytes, cid: str, netns: str) -> float:
-    sys.path.insert(0, str(ROOT / "build" / "pkgroot"))
-    from multihome.lib import skel
+    from multihome.lib import skel  # (the warm-up call pays for the import)
 
-    env = {
-        "CNI_COMMAND": "ADD",
-        "CNI_CONTAINERID": cid,
-        "CNI_NETNS": netns,
-        "CNI_IFNAME": "net1",
-        "CNI_PATH": "/nonexistent",
-    }
+    env = add_env(cid, netns, "/nonexistent")
     start = time.perf_counter()
     out, code, _ = skel.run("mh-ipam", env, stdin)
     elapsed = time.perf_counter() - start
