@@ -73,11 +73,15 @@ def gateways(result: Result) -> dict[int, IPAddress]:
     return out
 
 
+def _gateway(route: Route, default_gw: dict[int, IPAddress]) -> IPAddress | None:
+    """A route's own gateway, else its family's gateway from the result's IPs."""
+    return route.gw if route.gw is not None else default_gw.get(route.dst.version)
+
+
 def route_spec(route: Route, oif: int, default_gw: dict[int, IPAddress]) -> rtnl.RouteSpec:
-    gw = route.gw if route.gw is not None else default_gw.get(route.dst.version)
     return rtnl.RouteSpec(
         route.dst,
-        gw=gw,
+        gw=_gateway(route, default_gw),
         oif=oif,
         table=route.table or rtnl.RT_TABLE_MAIN,
         priority=route.priority or 0,
@@ -87,7 +91,8 @@ def route_spec(route: Route, oif: int, default_gw: dict[int, IPAddress]) -> rtnl
     )
 
 
-def _raise_first(errors: list[rtnl.NetlinkError | None], what: list[str]) -> None:
+def raise_first(errors: list[rtnl.NetlinkError | None], what: list[str]) -> None:
+    """Raise a batch's first failure as code 102, naming what it was."""
     for err, label in zip(errors, what, strict=True):
         if err is not None:
             raise CNIError(KERNEL_REFUSED, f"{label}: {err.strerror}")
@@ -103,7 +108,7 @@ def configure(sock: rtnl.Rtnl, index: int, ifname: str, result: Result, dad: str
         what.append(f"adding address {ip.address} to {ifname}")
     requests.append(rtnl.link_set(index, up=True))
     what.append(f"setting {ifname} up")
-    _raise_first(sock.batch(requests), what)
+    raise_first(sock.batch(requests), what)
     install_routes(sock, index, ifname, result.routes, gateways(result))
     if dad == "wait" and any(ip.address.version == 6 for ip in result.ips):
         settle(sock, index, ifname)
@@ -120,14 +125,14 @@ def install_routes(
         requests.append(rtnl.route_add(spec, append=spec.key() in seen))
         seen.add(spec.key())
         what.append(f"adding route {route.dst} via {spec.gw or ifname}")
-    _raise_first(sock.batch(requests), what)
+    raise_first(sock.batch(requests), what)
 
 
 def settle(sock: rtnl.Rtnl, index: int, ifname: str, timeout: float = DAD_TIMEOUT) -> None:
     """The reference's behaviour: wait for DAD on every IPv6 address of the link."""
     deadline = time.monotonic() + timeout
     while True:
-        addrs = [a for a in sock.addrs(index, 6)]
+        addrs = sock.addrs(index, 6)
         failed = [a for a in addrs if a.flags & rtnl.IFA_F_DADFAILED]
         if failed:
             raise CNIError(
@@ -178,7 +183,7 @@ def check_routes(sock: rtnl.Rtnl, index: int, ifname: str, result: Result) -> No
             continue
         present = sock.routes(version)
         for route in wanted:
-            gw = route.gw if route.gw is not None else default_gw.get(version)
+            gw = _gateway(route, default_gw)
             if not any(
                 r.dst == route.dst
                 and (gw, index) in r.paths()  # a single path, or one of an ECMP route's

@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 
 from pydantic import Field, field_validator
 
-from multihome.lib import rtnl
-from multihome.lib.errors import CHECK_FAILED, INVALID_CONFIG, KERNEL_REFUSED, CNIError
+from multihome.lib import ifconfig, rtnl
+from multihome.lib.errors import CHECK_FAILED, INVALID_CONFIG, CNIError
 from multihome.lib.log import log
 from multihome.lib.models import Address, IPAddress, IPInterface, IPNetwork, parse
 from multihome.lib.netconf import NetConf
@@ -198,25 +198,21 @@ def pod_ips(prev: Result, ifname: str) -> list[tuple[IPInterface, IPAddress | No
     ]
 
 
-def used_tables(sock: rtnl.Rtnl) -> set[int]:
+def _via(route: rtnl.RouteEntry, oif: int) -> bool:
+    return oif in {o for _, o in route.paths()}
+
+
+def survey(sock: rtnl.Rtnl, oif: int) -> tuple[list[rtnl.RouteSpec], set[int]]:
+    """The main table's routes through ``oif``, and every table in use (by a rule or a
+    route), from one route dump per family."""
     used = {rule.table for v in (4, 6) for rule in sock.rules(v)}
-    used |= {r.table for v in (4, 6) for r in sock.routes(v)}
-    return used
-
-
-def main_routes(sock: rtnl.Rtnl, oif: int) -> list[rtnl.RouteSpec]:
-    return [
-        rtnl.RouteSpec.from_entry(r)
-        for v in (4, 6)
-        for r in sock.routes(v, rtnl.RT_TABLE_MAIN)
-        if oif in {o for _, o in r.paths()}
-    ]
-
-
-def _check(errors: list[rtnl.NetlinkError | None], labels: list[str]) -> None:
-    for err, label in zip(errors, labels, strict=True):
-        if err is not None:
-            raise CNIError(KERNEL_REFUSED, f"{label}: {err.strerror}")
+    main: list[rtnl.RouteSpec] = []
+    for v in (4, 6):
+        for r in sock.routes(v):
+            used.add(r.table)
+            if r.table == rtnl.RT_TABLE_MAIN and _via(r, oif):
+                main.append(rtnl.RouteSpec.from_entry(r))
+    return main, used
 
 
 def apply(sock: rtnl.Rtnl, the_plan: SbrPlan) -> None:
@@ -227,14 +223,18 @@ def apply(sock: rtnl.Rtnl, the_plan: SbrPlan) -> None:
     try:
         errors = sock.batch([rtnl.route_replace(r) for r in the_plan.table_routes])
         done_routes = [r for r, e in zip(the_plan.table_routes, errors, strict=True) if e is None]
-        _check(errors, [f"route {r.dst} in table {r.table}" for r in the_plan.table_routes])
+        ifconfig.raise_first(
+            errors, [f"route {r.dst} in table {r.table}" for r in the_plan.table_routes]
+        )
         errors = sock.batch([rtnl.rule_request(True, s, t) for s, t in the_plan.rules])
         done_rules = [x for x, e in zip(the_plan.rules, errors, strict=True) if e is None]
-        _check(errors, [f"rule from {s} lookup {t}" for s, t in the_plan.rules])
+        ifconfig.raise_first(errors, [f"rule from {s} lookup {t}" for s, t in the_plan.rules])
         errors = sock.batch([rtnl.route_delete(r) for r in the_plan.main_deletes])
         deleted = [r for r, e in zip(the_plan.main_deletes, errors, strict=True) if e is None]
         errors = sock.batch([rtnl.route_replace(r) for r in the_plan.main_hints])
-        _check(errors, [f"route {r.dst} src {r.prefsrc}" for r in the_plan.main_hints])
+        ifconfig.raise_first(
+            errors, [f"route {r.dst} src {r.prefsrc}" for r in the_plan.main_hints]
+        )
     except BaseException:
         sock.batch([rtnl.rule_request(False, s, t) for s, t in done_rules])
         sock.batch([rtnl.route_delete(r) for r in done_routes])
@@ -253,16 +253,15 @@ def remove(sock: rtnl.Rtnl, ips: list[IPInterface], oif: int | None) -> None:
                 err = sock.batch([rtnl.rule_request(False, rule.src, rule.table)])[0]
                 if err is not None and err.errno not in (errno.ENOENT, errno.ESRCH):
                     log(f"DEL: rule from {rule.src}: {err.strerror}")
-    if oif is None:
-        return  # the link is gone, and the kernel dropped its routes with it
+    if oif is None or not tables:
+        return  # (no link: the kernel dropped its routes with it)
     for version in (4, 6):
-        for table in tables:
-            mine = [
-                rtnl.RouteSpec.from_entry(r)
-                for r in sock.routes(version, table)
-                if oif in {o for _, o in r.paths()}
-            ]
-            sock.batch([rtnl.route_delete(r) for r in mine])
+        mine = [
+            rtnl.RouteSpec.from_entry(r)
+            for r in sock.routes(version)
+            if r.table in tables and _via(r, oif)
+        ]
+        sock.batch([rtnl.route_delete(r) for r in mine])
 
 
 # ---- the plugin ---------------------------------------------------------------------------
@@ -279,7 +278,8 @@ class SbrPlugin:
             link = sock.link(req.ifname)
             if link is None:
                 raise CNIError(INVALID_CONFIG, f"interface {req.ifname} not found in the pod")
-            the_plan = plan(ips, main_routes(sock, link.index), used_tables(sock), conf, link.index)
+            main, used = survey(sock, link.index)
+            the_plan = plan(ips, main, used, conf, link.index)
             apply(sock, the_plan)
         return result_for(prev, the_plan, req.cni_version)
 
