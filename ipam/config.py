@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from pydantic import Field, ValidationError
 
-from multihome.lib import cniargs, versions
+from multihome.lib import cniargs, validate, versions
 from multihome.lib.errors import INVALID_CONFIG, CNIError
 from multihome.lib.models import Address, IPAddress, IPNetwork, Model, StrictNetwork, describe
 from multihome.lib.request import Request
@@ -185,9 +185,7 @@ def _runtime_ranges(req: Request) -> list[list[RangeConf]]:
 
 
 def _check_data_dir(path: str) -> str:
-    if not os.path.isabs(path) or ".." in path.split("/"):
-        raise _invalid(f"dataDir {path!r} must be an absolute path without '..'")
-    return os.path.normpath(path)
+    return os.path.normpath(validate.store_path("dataDir", path))
 
 
 def parse_resolv_conf(path: str) -> DNS:

@@ -47,3 +47,11 @@ def interface_name(value: str) -> None:
             INVALID_ENV,
             "CNI_IFNAME: interface name contains /, :, whitespace or control characters",
         )
+
+
+def store_path(key: str, value: str) -> str:
+    """A directory a config names for our files (dataDir, stateDir): absolute and
+    without '..', so a NAD cannot point it elsewhere by climbing; code 7 if not."""
+    if not value.startswith("/") or ".." in value.split("/"):
+        raise CNIError(INVALID_CONFIG, f"{key} {value!r} must be an absolute path without '..'")
+    return value

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from pydantic import Field
 
-from multihome.lib import rtnl
+from multihome.lib import rtnl, validate
 from multihome.lib.errors import CHECK_FAILED, INVALID_CONFIG, KERNEL_REFUSED, CNIError
 from multihome.lib.log import log
 from multihome.lib.models import (
@@ -95,10 +95,7 @@ def load(req: Request) -> RouteConf:
             f"unknown preset {unknown[0]!r}",
             f"known: {', '.join(routesets.PRESETS)}",
         )
-    if not os.path.isabs(conf.state_dir) or ".." in conf.state_dir.split("/"):
-        raise CNIError(
-            INVALID_CONFIG, f"stateDir {conf.state_dir!r} must be absolute, without '..'"
-        )
+    validate.store_path("stateDir", conf.state_dir)
     return conf
 
 
@@ -272,13 +269,21 @@ def undo(sock: rtnl.Rtnl, added: list[rtnl.RouteSpec], removed: list[rtnl.RouteS
             log(f"undo: restoring a route: {err.strerror}")
 
 
-def _resolve(sock: rtnl.Rtnl, docs: list[dict[str, object]]) -> list[rtnl.RouteSpec]:
+def _resolve(
+    sock: rtnl.Rtnl, state: dict[str, list[dict[str, object]]]
+) -> tuple[list[rtnl.RouteSpec], list[rtnl.RouteSpec]]:
+    """A state record's added and removed routes, with today's interface indexes
+    (routes on interfaces that are gone are left out)."""
     indexes = {name: index for index, name in _names(sock).items()}
-    return [
-        rtnl.RouteSpec.from_dict(d, indexes[str(d["dev"])])
-        for d in docs
-        if str(d.get("dev")) in indexes
-    ]
+
+    def specs(key: str) -> list[rtnl.RouteSpec]:
+        return [
+            rtnl.RouteSpec.from_dict(d, indexes[str(d["dev"])])
+            for d in state.get(key, [])
+            if str(d.get("dev")) in indexes
+        ]
+
+    return specs("added"), specs("removed")
 
 
 # ---- the state file ----------------------------------------------------------------
@@ -325,7 +330,7 @@ class RoutePlugin:
             try:
                 write_state(path, state)
             except OSError as exc:
-                undo(sock, _resolve(sock, state["added"]), _resolve(sock, state["removed"]))
+                undo(sock, *_resolve(sock, state))
                 raise CNIError(
                     KERNEL_REFUSED, f"cannot record state in {path}: {exc.strerror}"
                 ) from None
@@ -340,11 +345,7 @@ class RoutePlugin:
         if req.netns:
             try:
                 with rtnl.in_netns(req.netns) as (_, sock):
-                    undo(
-                        sock,
-                        _resolve(sock, state.get("added", [])),
-                        _resolve(sock, state.get("removed", [])),
-                    )
+                    undo(sock, *_resolve(sock, state))
             except CNIError:
                 pass  # the namespace is gone, and the routes with it
         with contextlib.suppress(FileNotFoundError):
@@ -362,12 +363,13 @@ class RoutePlugin:
             tables: dict[tuple[object, ...], set[int]] = {}
             for r in (r for v in (4, 6) for r in sock.routes(v)):
                 tables.setdefault(_route_key(r), set()).add(r.table)
-            for spec in _resolve(sock, state.get("added", [])):
+            added, removed = _resolve(sock, state)
+            for spec in added:
                 found = tables.get(_route_key(spec), set())
                 # a later chained mh-sbr may have moved main-table routes to its own table
                 if not found or (spec.table != rtnl.RT_TABLE_MAIN and spec.table not in found):
                     raise CNIError(CHECK_FAILED, f"route {spec.dst} via {spec.gw} is missing")
-            for spec in _resolve(sock, state.get("removed", [])):
+            for spec in removed:
                 if spec.table in tables.get(_route_key(spec), set()):
                     raise CNIError(CHECK_FAILED, f"removed route {spec.dst} is back")
 
