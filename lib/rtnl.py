@@ -626,15 +626,12 @@ class Rtnl:
     def links(self) -> list[Link]:
         return [Link(b) for b in self.dump(RTM_GETLINK, _IFINFO.pack(0, 0, 0, 0, 0))]
 
-    def link(self, name: str) -> Link | None:
-        body = _IFINFO.pack(socket.AF_UNSPEC, 0, 0, 0, 0) + attr_str(IFLA_IFNAME, name)
-        self.seq += 1
-        self.sock.sendall(
-            _HDR.pack(_HDR.size + len(body), RTM_GETLINK, NLM_F_REQUEST, self.seq, 0) + body
-        )
+    def _get_link(self, body: bytes) -> Link | None:
+        """One link, asked for by name or by index; None if there is none."""
+        want = self._send([Request(RTM_GETLINK, 0, body)], 0)[0]
         while True:
             for kind, flags, seq, mbody in self._messages():
-                if seq != self.seq:
+                if seq != want:
                     continue
                 if kind == NLMSG_ERROR:
                     err = self._error(mbody, flags)
@@ -643,8 +640,13 @@ class Rtnl:
                     raise err
                 return Link(bytes(mbody))
 
+    def link(self, name: str) -> Link | None:
+        return self._get_link(
+            _IFINFO.pack(socket.AF_UNSPEC, 0, 0, 0, 0) + attr_str(IFLA_IFNAME, name)
+        )
+
     def link_by_index(self, index: int) -> Link | None:
-        return next((link for link in self.links() if link.index == index), None)
+        return self._get_link(_IFINFO.pack(socket.AF_UNSPEC, 0, index, 0, 0))
 
     def addrs(self, index: int = 0, version: int = 0) -> list[Addr]:
         family = family_of(version) if version else socket.AF_UNSPEC
