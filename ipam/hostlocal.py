@@ -108,13 +108,15 @@ class HostLocal:
         if not os.path.isdir(os.path.join(data_dir, req.network)):
             return
         with FileStore(data_dir, req.network, timeout) as store, store.locked():
+            holders = set(keep)  # (the index keeps entries of valid attachments, too)
             for ip, owner in list(store.scan()):
                 legacy = owner[1] == ""
                 if (legacy and owner[0] in keep_ids) or owner in keep:
+                    holders.add(owner)
                     continue
                 store.release(ip, owner)
                 log(f"GC released {ip} of {owner[0]}/{owner[1]}")
-            store.sweep_private(keep)
+            store.sweep_private(holders)
 
 
 PLUGIN = HostLocal()

@@ -243,6 +243,12 @@ class FileStore:
         return [ip for ip, held in self.scan() if _matches(held, owner)]
 
     def reserve(self, ip: IPAddress, owner: Owner, set_index: int) -> bool:
+        try:  # taken already: say so before writing anything (the link below stays the guard)
+            os.stat(str(ip), dir_fd=self.dfd, follow_symlinks=False)
+        except FileNotFoundError:
+            pass
+        else:
+            return False
         known = [x for x in (self._index_get(owner) or []) if x != ip]
         self._index_put(owner, [*known, ip])  # intent first: a crash after the link is found
         tmp = self._write_tmp(lease_content(owner))
@@ -280,15 +286,14 @@ class FileStore:
         data = self._read(f"{LAST_RESERVED}{set_index}", self.dfd)
         return None if data is None else ip_from_name(data.decode("ascii", "replace").strip())
 
-    def sweep_private(self, keep: set[Owner] | None = None) -> None:
-        """Drop temporary files and index entries that name no live lease (GC)."""
+    def sweep_private(self, live_owners: set[Owner]) -> None:
+        """Drop temporary files, and index entries of owners not in ``live_owners``
+        (GC: the caller has just scanned the leases, and knows who still holds one)."""
         with os.scandir(self.tmp_fd) as entries:
             for entry in entries:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(entry.name, dir_fd=self.tmp_fd)
-        live = {self._key(owner) for _, owner in self.scan()} | {
-            self._key(o) for o in keep or set()
-        }
+        live = {self._key(o) for o in live_owners}
         with os.scandir(self.index_fd) as entries:
             stale = [e.name for e in entries if e.name not in live]
         for name in stale:
