@@ -62,7 +62,8 @@ def main() -> int:
                 state = route.apply(sock, the_plan, "net1")
                 add_ms.append((time.perf_counter() - start) * 1000)
                 start = time.perf_counter()
-                route.undo(sock, route._resolve(sock, state["added"]), [])
+                added, _ = route._resolve(sock, state)
+                route.undo(sock, added, [])
                 del_ms.append((time.perf_counter() - start) * 1000)
         count = len(the_plan.add)
     finally:
