@@ -102,57 +102,84 @@ def _check_requested(pool: Pool, ip: IPAddress, index: int, excluded: Excluded) 
     return rng
 
 
-def _allocate_set(
-    pool: Pool, store: Store, owner: Owner, index: int, requested: list[IPAddress]
-) -> tuple[IPAddress, Range]:
-    rset = pool.range_sets[index]
-    excluded = Excluded(pool.exclude, rset[0].version)
-    if len(requested) > 1:
-        raise CNIError(
-            IP_UNAVAILABLE,
-            f"more than one requested IP for range set {index}",
-            ", ".join(map(str, requested)),
-        )
-    if requested:
-        ip = requested[0]
-        rng = _check_requested(pool, ip, index, excluded)
-        if not store.reserve(ip, owner, index):
-            raise CNIError(IP_UNAVAILABLE, f"requested IP {ip} is already in use")
-        return ip, rng
-    for ip, rng in candidates(rset, excluded, store.last_reserved(index)):
-        if store.reserve(ip, owner, index):
-            return ip, rng
+def exhausted(rset: list[Range]) -> CNIError:
     spans = ", ".join(str(r) for r in rset)
-    raise CNIError(POOL_EXHAUSTED, f"no IP addresses available in range set: {spans}")
+    return CNIError(POOL_EXHAUSTED, f"no IP addresses available in range set: {spans}")
 
 
-def allocate(pool: Pool, store: Store, owner: Owner) -> list[tuple[IPAddress, Range]]:
-    """One address per range set for ``owner``; all or nothing."""
+def in_use(ip: IPAddress) -> CNIError:
+    return CNIError(IP_UNAVAILABLE, f"requested IP {ip} is already in use")
+
+
+class SetPlan:
+    """What range set ``index`` offers an owner: its requested IP, or its candidates."""
+
+    def __init__(self, pool: Pool, index: int, last: IPAddress | None) -> None:
+        self.index = index
+        self.rset = pool.range_sets[index]
+        excluded = Excluded(pool.exclude, self.rset[0].version)
+        requested = [ip for ip in pool.requested if pool.set_for(ip) == index]
+        if len(requested) > 1:
+            raise CNIError(
+                IP_UNAVAILABLE,
+                f"more than one requested IP for range set {index}",
+                ", ".join(map(str, requested)),
+            )
+        self.requested = requested[0] if requested else None
+        if self.requested is not None:
+            rng = _check_requested(pool, self.requested, index, excluded)
+            self.candidates: Iterator[tuple[IPAddress, Range]] = iter([(self.requested, rng)])
+        else:
+            self.candidates = candidates(self.rset, excluded, last)
+
+    def held(self, owner: Owner, held: list[IPAddress]) -> tuple[IPAddress, Range] | None:
+        """What ``owner`` already holds in this set (a repeated ADD keeps it)."""
+        mine = [(ip, r) for ip in held for r in self.rset if r.contains(ip)]
+        if not mine:
+            return None
+        if self.requested is not None and self.requested != mine[0][0]:
+            raise CNIError(
+                IP_UNAVAILABLE,
+                f"{owner[0]}/{owner[1]} already holds "
+                f"{mine[0][0]}, not the requested {self.requested}",
+            )
+        return mine[0]
+
+    def taken(self) -> CNIError:
+        """The error for a set none of whose candidates could be had."""
+        return in_use(self.requested) if self.requested is not None else exhausted(self.rset)
+
+
+def check_requested(pool: Pool) -> None:
+    """Every requested IP must fall in some range set (code 111)."""
     unmatched = [ip for ip in pool.requested if pool.set_for(ip) is None]
     if unmatched:
         ranges = "; ".join(", ".join(map(str, s)) for s in pool.range_sets)
         raise CNIError(
             IP_OUT_OF_RANGE, f"requested IP {unmatched[0]} is not in any range", f"ranges: {ranges}"
         )
+
+
+def allocate(pool: Pool, store: Store, owner: Owner) -> list[tuple[IPAddress, Range]]:
+    """One address per range set for ``owner``; all or nothing."""
+    check_requested(pool)
     held = store.owned(owner)
     made: list[IPAddress] = []
     out: list[tuple[IPAddress, Range]] = []
     try:
-        for index, rset in enumerate(pool.range_sets):
-            requested = [ip for ip in pool.requested if pool.set_for(ip) == index]
-            mine = [(ip, r) for ip in held for r in rset if r.contains(ip)]
-            if mine:  # a repeated ADD: keep what this owner already has
-                if requested and requested[0] != mine[0][0]:
-                    raise CNIError(
-                        IP_UNAVAILABLE,
-                        f"{owner[0]}/{owner[1]} already holds "
-                        f"{mine[0][0]}, not the requested {requested[0]}",
-                    )
-                out.append(mine[0])
+        for index in range(len(pool.range_sets)):
+            plan = SetPlan(pool, index, store.last_reserved(index))
+            kept = plan.held(owner, held)
+            if kept is not None:
+                out.append(kept)
                 continue
-            ip, rng = _allocate_set(pool, store, owner, index, requested)
-            made.append(ip)
-            out.append((ip, rng))
+            got = next(
+                ((ip, r) for ip, r in plan.candidates if store.reserve(ip, owner, index)), None
+            )
+            if got is None:
+                raise plan.taken()
+            made.append(got[0])
+            out.append(got)
     except BaseException:
         for ip in made:
             store.release(ip, owner)

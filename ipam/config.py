@@ -11,8 +11,9 @@ from __future__ import annotations
 import ipaddress
 import os
 from dataclasses import dataclass, field
+from typing import Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 
 from multihome.lib import cniargs, validate, versions
 from multihome.lib.errors import INVALID_CONFIG, CNIError
@@ -22,6 +23,72 @@ from multihome.lib.result import DNS, Route
 
 DEFAULT_DATA_DIR = "/var/lib/cni/networks"
 DEFAULT_LOCK_TIMEOUT = 30.0
+DEFAULT_ETCD_PREFIX = "/multihome/ipam"
+DEFAULT_ETCD_TIMEOUT = 5.0
+
+
+class TLSConf(Model):
+    """Client TLS for ``https://`` etcd endpoints: file paths on the node."""
+
+    ca: str = ""
+    cert: str = ""
+    key: str = ""
+    server_name: str = Field("", alias="serverName")
+
+
+class LeaseStoreConf(Model):
+    """``ipam.store``: where leases live. No store (or ``file``) is the dataDir store."""
+
+    type: Literal["file", "etcd"] = "file"
+    endpoints: list[str] = []
+    prefix: str = DEFAULT_ETCD_PREFIX
+    tls: TLSConf | None = None
+    timeout: float = Field(DEFAULT_ETCD_TIMEOUT, gt=0, le=600)
+    # The node recorded on each lease, and the only one whose leases GC may free.
+    node: str = ""
+
+    @field_validator("endpoints")
+    @classmethod
+    def _urls(cls, urls: list[str]) -> list[str]:
+        from .etcdclient import Endpoint
+
+        for url in urls:
+            Endpoint(url)  # raises ValueError: not http(s)://HOST:PORT
+        return urls
+
+
+@dataclass(frozen=True)
+class EtcdSettings:
+    """A resolved etcd store: the client settings and this node's name."""
+
+    endpoints: tuple[str, ...]
+    prefix: str
+    timeout: float
+    node: str
+    tls: TLSConf | None = None
+
+
+def _etcd_settings(conf: LeaseStoreConf | None) -> EtcdSettings | None:
+    if conf is None or conf.type == "file":
+        return None
+    if not conf.endpoints:
+        raise _invalid("ipam.store: an etcd store needs at least one endpoint")
+    if conf.tls is not None and not any(u.startswith("https://") for u in conf.endpoints):
+        raise _invalid("ipam.store.tls is set, but no endpoint is https://")
+    if conf.tls is not None and bool(conf.tls.cert) != bool(conf.tls.key):
+        raise _invalid("ipam.store.tls: cert and key go together")
+    if not conf.prefix.startswith("/"):
+        raise _invalid(f"ipam.store.prefix {conf.prefix!r} must start with '/'")
+    node = conf.node or os.uname().nodename
+    if not validate.is_cni_name(node):
+        raise _invalid(f"ipam.store.node {node!r} is not a valid node name")
+    return EtcdSettings(
+        endpoints=tuple(conf.endpoints),
+        prefix=conf.prefix.rstrip("/"),
+        timeout=conf.timeout,
+        node=node,
+        tls=conf.tls,
+    )
 
 
 class RangeConf(Model):
@@ -44,6 +111,7 @@ class IPAMConf(Model):
     resolv_conf: str = Field("", alias="resolvConf")
     exclude: list[StrictNetwork] = []
     lock_timeout: float = Field(DEFAULT_LOCK_TIMEOUT, alias="lockTimeout", gt=0, le=600)
+    store: LeaseStoreConf | None = None
 
 
 class IPAMNetConf(Model):
@@ -87,6 +155,7 @@ class Pool:
     data_dir: str
     lock_timeout: float
     cni_version: str = "1.0.0"
+    etcd: EtcdSettings | None = None
     notes: list[str] = field(default_factory=list)
 
     def set_for(self, ip: IPAddress) -> int | None:
@@ -244,6 +313,7 @@ def load(req: Request) -> Pool:
         data_dir=_check_data_dir(ipam.data_dir),
         lock_timeout=ipam.lock_timeout,
         cni_version=req.cni_version,
+        etcd=_etcd_settings(ipam.store),
     )
 
 
@@ -252,6 +322,7 @@ class StoreConf(Model):
 
     data_dir: str = Field(DEFAULT_DATA_DIR, alias="dataDir")
     lock_timeout: float = Field(DEFAULT_LOCK_TIMEOUT, alias="lockTimeout", gt=0, le=600)
+    store: LeaseStoreConf | None = None
 
 
 class StoreNetConf(Model):
@@ -259,9 +330,18 @@ class StoreNetConf(Model):
     ipam: StoreConf = StoreConf()
 
 
-def store_settings(req: Request) -> tuple[str, float]:
-    """(dataDir, lockTimeout) from a config that may be otherwise invalid."""
+@dataclass(frozen=True)
+class StoreSettings:
+    data_dir: str
+    lock_timeout: float
+    etcd: EtcdSettings | None
+
+
+def store_settings(req: Request) -> StoreSettings:
+    """The lease store from a config whose ranges may be otherwise invalid."""
     from multihome.lib.models import parse
 
     conf = parse(StoreNetConf, req.conf)
-    return _check_data_dir(conf.ipam.data_dir), conf.ipam.lock_timeout
+    return StoreSettings(
+        _check_data_dir(conf.ipam.data_dir), conf.ipam.lock_timeout, _etcd_settings(conf.ipam.store)
+    )

@@ -1,5 +1,8 @@
 """mh-ipam: host-local-compatible IPAM with a file store, and better.
 
+Leases live in host-local's file store on the node by default, or, with
+``ipam.store`` of type ``etcd``, in etcd, shared by every node (etcdstore).
+
 Beyond host-local: ``exclude``; a repeated ADD returns the same addresses;
 O(1) allocation in large pools; CHECK compares the leases with prevResult;
 STATUS and GC (spec 1.1); bounded lock waits (code 11).
@@ -21,9 +24,19 @@ from . import allocator, config
 from .errors import CHECK_FAILED
 from .store import FileStore, Owner
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .etcdstore import EtcdStore
+
 
 def _owner(req: Request) -> Owner:
     return req.container_id, req.ifname
+
+
+def _etcd(settings: config.EtcdSettings, network: str) -> EtcdStore:
+    from .etcdstore import EtcdStore
+
+    return EtcdStore(settings, network)
 
 
 @contextlib.contextmanager
@@ -38,10 +51,13 @@ def _io_errors(what: str) -> Iterator[None]:
 class HostLocal:
     def add(self, req: Request) -> Result:
         pool = config.load(req)
-        with _io_errors(pool.data_dir):
-            store = FileStore(pool.data_dir, pool.network, pool.lock_timeout)
-            with store, store.locked():
-                leased = allocator.allocate(pool, store, _owner(req))
+        if pool.etcd is not None:
+            leased = _etcd(pool.etcd, pool.network).allocate(pool, _owner(req))
+        else:
+            with _io_errors(pool.data_dir):
+                store = FileStore(pool.data_dir, pool.network, pool.lock_timeout)
+                with store, store.locked():
+                    leased = allocator.allocate(pool, store, _owner(req))
         ips = [
             IPConfig(
                 address=ipaddress.ip_interface(f"{ip}/{rng.subnet.prefixlen}"), gateway=rng.gateway
@@ -51,13 +67,16 @@ class HostLocal:
         return Result(ips=ips, routes=pool.routes, dns=pool.dns)
 
     def delete(self, req: Request) -> None:
-        data_dir, timeout = config.store_settings(req)
-        if not os.path.isdir(os.path.join(data_dir, req.network)):
+        where = config.store_settings(req)
+        if where.etcd is not None:
+            released = _etcd(where.etcd, req.network).release_owner(_owner(req))
+        elif not os.path.isdir(os.path.join(where.data_dir, req.network)):
             return  # nothing was ever leased on this network here
-        with _io_errors(data_dir):
-            store = FileStore(data_dir, req.network, timeout)
-            with store, store.locked():
-                released = store.release_owner(_owner(req))
+        else:
+            with _io_errors(where.data_dir):
+                store = FileStore(where.data_dir, req.network, where.lock_timeout)
+                with store, store.locked():
+                    released = store.release_owner(_owner(req))
         if released:
             log(f"released {', '.join(map(str, released))} of {req.container_id}/{req.ifname}")
 
@@ -66,9 +85,12 @@ class HostLocal:
         if prev is None:
             raise CNIError(INVALID_CONFIG, "CHECK needs a prevResult")
         pool = config.load(req)
-        store = FileStore(pool.data_dir, pool.network, pool.lock_timeout)
-        with store, store.locked():
-            held = set(store.owned(_owner(req), scan=True))
+        if pool.etcd is not None:
+            held = set(_etcd(pool.etcd, pool.network).owned(_owner(req)))
+        else:
+            store = FileStore(pool.data_dir, pool.network, pool.lock_timeout)
+            with store, store.locked():
+                held = set(store.owned(_owner(req), scan=True))
         reported = {ip.address.ip for ip in prev.ips}
         for index, rset in enumerate(pool.range_sets):
             mine = [ip for ip in held if any(r.contains(ip) for r in rset)]
@@ -94,6 +116,9 @@ class HostLocal:
 
     def status(self, req: Request) -> None:
         pool = config.load(req)
+        if pool.etcd is not None:
+            _etcd(pool.etcd, pool.network).check_usable()
+            return
         with FileStore(pool.data_dir, pool.network, pool.lock_timeout) as store:
             store.check_usable()
 
@@ -104,10 +129,17 @@ class HostLocal:
             return
         keep = set(valid)
         keep_ids = {cid for cid, _ in valid}
-        data_dir, timeout = config.store_settings(req)
-        if not os.path.isdir(os.path.join(data_dir, req.network)):
+        where = config.store_settings(req)
+        if where.etcd is not None:
+            for (cid, ifname), ips in _etcd(where.etcd, req.network).gc(keep):
+                log(f"GC released {', '.join(map(str, ips))} of {cid}/{ifname}")
             return
-        with FileStore(data_dir, req.network, timeout) as store, store.locked():
+        if not os.path.isdir(os.path.join(where.data_dir, req.network)):
+            return
+        with (
+            FileStore(where.data_dir, req.network, where.lock_timeout) as store,
+            store.locked(),
+        ):
             holders = set(keep)  # (the index keeps entries of valid attachments, too)
             for ip, owner in list(store.scan()):
                 legacy = owner[1] == ""
