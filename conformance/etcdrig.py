@@ -10,6 +10,7 @@ openssl command, for clusters that require client certificates.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import shutil
 import signal
@@ -99,9 +100,12 @@ class Member:
 class EtcdCluster:
     """``size`` members on loopback; ``endpoints`` is what an etcd store config lists."""
 
-    def __init__(self, workdir: Path, size: int = 1, tls: TLSFiles | None = None) -> None:
+    def __init__(
+        self, workdir: Path, size: int = 1, tls: TLSFiles | None = None, netns: str = ""
+    ) -> None:
         self.workdir = workdir
         self.tls = tls
+        self.netns = netns  # run inside this named namespace (its loopback), not ours
         ports = free_ports(2 * size)
         self.members = [
             Member(f"m{i}", ports[2 * i], ports[2 * i + 1], workdir / f"m{i}") for i in range(size)
@@ -150,9 +154,10 @@ class EtcdCluster:
     def _spawn(self, member: Member, state: str) -> None:
         member.data.mkdir(parents=True, exist_ok=True)
         log = (self.workdir / f"{member.name}.log").open("ab")
-        member.proc = subprocess.Popen(
-            self._command(member, state), stdout=log, stderr=log, stdin=subprocess.DEVNULL
-        )
+        cmd = self._command(member, state)
+        if self.netns:
+            cmd = ["ip", "netns", "exec", self.netns, *cmd]  # (ip execs etcd: same pid)
+        member.proc = subprocess.Popen(cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
         log.close()
 
     def _context(self) -> ssl.SSLContext | None:
@@ -166,8 +171,19 @@ class EtcdCluster:
         data = None if body is None else json.dumps(body).encode()
         url = self.url(member) + path  # always http(s)://127.0.0.1
         req = urllib.request.Request(url, data=data, method="POST" if data else "GET")  # noqa: S310
-        with urllib.request.urlopen(req, timeout=2, context=self._context()) as reply:  # noqa: S310
+        with (
+            self._inside(),
+            urllib.request.urlopen(req, timeout=2, context=self._context()) as reply,  # noqa: S310
+        ):
             return json.loads(reply.read())
+
+    def _inside(self) -> contextlib.AbstractContextManager[object]:
+        """This thread in the cluster's namespace while it connects (setns is per thread)."""
+        if not self.netns:
+            return contextlib.nullcontext()
+        from multihome.lib.netns import NetNS
+
+        return NetNS(f"/run/netns/{self.netns}")
 
     def healthy(self, member: Member) -> bool:
         try:

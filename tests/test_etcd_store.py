@@ -226,7 +226,9 @@ def test_eight_nodes_allocating_at_once_get_unique_addresses(
 
 def test_a_pool_of_n_grants_exactly_n(etcd: etcdrig.EtcdCluster, pod: Netns) -> None:
     net = Net(etcd.endpoints)
-    net.ranges = [[{"subnet": "10.78.0.0/24", "rangeStart": "10.78.0.10", "rangeEnd": "10.78.0.29"}]]
+    net.ranges = [
+        [{"subnet": "10.78.0.0/24", "rangeStart": "10.78.0.10", "rangeEnd": "10.78.0.29"}]
+    ]
     jobs = [("ADD", net.conf(node=f"node{i % 8}"), f"c{i}") for i in range(32)]
     results = _parallel(jobs, pod, workers=16)
     granted = [addresses(doc)[0] for code, doc in results if code == 0]
@@ -347,7 +349,10 @@ def test_tls_with_client_certificates(tmp_path: Path, pod: Netns) -> None:
     [
         ({"type": "etcd"}, "at least one endpoint"),
         ({"type": "etcd", "endpoints": ["127.0.0.1:2379"]}, "http(s)://HOST:PORT"),
-        ({"type": "etcd", "endpoints": ["http://h:1"], "tls": {"ca": "/x"}}, "no endpoint is https"),
+        (
+            {"type": "etcd", "endpoints": ["http://h:1"], "tls": {"ca": "/x"}},
+            "no endpoint is https",
+        ),
         ({"type": "etcd", "endpoints": ["http://h:1"], "timeout": 0}, "timeout"),
         ({"type": "etcd", "endpoints": ["http://h:1"], "prefix": "x"}, "must start with '/'"),
         ({"type": "consul"}, "store.type"),

@@ -1,0 +1,94 @@
+"""libcni drives mh-macvlan + mh-ipam on etcd, as Multus would on two nodes.
+
+etcd runs inside the "host" namespace (on its loopback), where cnitool and
+so the plugins run; two pods on the same VLAN master, attached by two
+"nodes", get distinct addresses from the one shared pool and reach each other.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conformance import etcdrig
+from tests.conftest import Topology
+from tests.rig import CNIBIN, Cnitool, Netns
+from tests.shapes import check_result
+
+pytestmark = [pytest.mark.privileged, pytest.mark.needs_tool(str(CNIBIN / "mh-macvlan"))]
+NET = "vlan200-etcd"
+
+
+@pytest.fixture
+def etcd(topo: Topology, tmp_path: Path) -> Iterator[etcdrig.EtcdCluster]:
+    reason = etcdrig.missing()
+    if reason:
+        pytest.skip(f"needs etcd: {reason}")
+    with etcdrig.EtcdCluster(tmp_path / "etcd", netns=topo.host.name) as cluster:
+        yield cluster
+
+
+def conflist(master: str, endpoints: list[str], node: str) -> dict[str, Any]:
+    return {
+        "cniVersion": "1.0.0",  # Debian's libcni 1.1.2 speaks up to 1.0.0
+        "name": NET,
+        "plugins": [
+            {
+                "type": "mh-macvlan",
+                "master": master,
+                "mode": "bridge",
+                "ipam": {
+                    "type": "mh-ipam",
+                    "store": {"type": "etcd", "endpoints": endpoints, "node": node},
+                    "ranges": [[{"subnet": "203.0.113.0/24", "rangeStart": "203.0.113.10"}]],
+                },
+            }
+        ],
+    }
+
+
+def addresses(ns: Netns) -> list[str]:
+    links = ns.ipj("-4", "addr", "show", "dev", "net1")
+    return [f"{a['local']}/{a['prefixlen']}" for a in links[0]["addr_info"]]
+
+
+def test_two_nodes_one_pool_through_libcni(
+    topo: Topology,
+    etcd: etcdrig.EtcdCluster,
+    cnitool: Cnitool,
+    netns_factory: Callable[[str], Netns],
+    tmp_path: Path,
+) -> None:
+    second = netns_factory("pod")
+    pods = {"node-a": topo.pod, "node-b": second}
+    results = {}
+    for node, pod in pods.items():
+        net = cnitool.write(conflist(topo.master, etcd.endpoints, node), f"{node}.conflist")
+        assert net == NET
+        # Two config dirs would be two nodes; one dir with a file per node is simpler:
+        # cnitool picks the file by network name, so write the node's just before use.
+        add = cnitool.run("add", net, pod, container_id=f"pod-{node}")
+        assert add.returncode == 0, add.stdout + add.stderr
+        results[node] = json.loads(add.stdout)
+        check_result(results[node], "1.0.0")
+        (cnitool.confdir / f"{node}.conflist").unlink()
+    assert addresses(topo.pod) == ["203.0.113.10/24"]
+    assert addresses(second) == ["203.0.113.11/24"]
+    topo.pod.exec("ping", "-c", "1", "-W", "2", "203.0.113.11")
+    base = f"/multihome/ipam/{NET}/"
+    owners = {k: json.loads(v) for k, v in etcd.get_prefix(base + "owners/").items()}
+    assert {rec["node"] for rec in owners.values()} == {"node-a", "node-b"}
+    for node, pod in pods.items():
+        cnitool.write(conflist(topo.master, etcd.endpoints, node), f"{node}.conflist")
+        check = cnitool.run("check", NET, pod, container_id=f"pod-{node}")
+        assert check.returncode == 0, check.stdout + check.stderr
+        delete = cnitool.run("del", NET, pod, container_id=f"pod-{node}")
+        assert delete.returncode == 0, delete.stdout + delete.stderr
+        (cnitool.confdir / f"{node}.conflist").unlink()
+        assert "net1" not in pod.links()
+    assert etcd.get_prefix(base + "ips/") == {}
+    assert etcd.get_prefix(base + "owners/") == {}
