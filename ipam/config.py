@@ -68,7 +68,7 @@ class EtcdSettings:
     tls: TLSConf | None = None
 
 
-def _etcd_settings(conf: LeaseStoreConf | None) -> EtcdSettings | None:
+def etcd_settings(conf: LeaseStoreConf | None) -> EtcdSettings | None:
     if conf is None or conf.type == "file":
         return None
     if not conf.endpoints:
@@ -313,7 +313,7 @@ def load(req: Request) -> Pool:
         data_dir=_check_data_dir(ipam.data_dir),
         lock_timeout=ipam.lock_timeout,
         cni_version=req.cni_version,
-        etcd=_etcd_settings(ipam.store),
+        etcd=etcd_settings(ipam.store),
     )
 
 
@@ -343,5 +343,5 @@ def store_settings(req: Request) -> StoreSettings:
 
     conf = parse(StoreNetConf, req.conf)
     return StoreSettings(
-        _check_data_dir(conf.ipam.data_dir), conf.ipam.lock_timeout, _etcd_settings(conf.ipam.store)
+        _check_data_dir(conf.ipam.data_dir), conf.ipam.lock_timeout, etcd_settings(conf.ipam.store)
     )

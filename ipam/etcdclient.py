@@ -214,7 +214,7 @@ class Client:
         return _decode(status, body, endpoint)
 
 
-def _refused_tls(exc: OSError, endpoint: Endpoint) -> None:
+def _refused_tls(exc: Exception, endpoint: Endpoint) -> None:
     """A TLS alert about our certificate is a configuration fault, not an outage:
     code 7 at once rather than code 11 after the whole timeout."""
     reason = str(getattr(exc, "reason", "") or "")

@@ -229,6 +229,18 @@ class EtcdStore:
         success.append(_put(owner_key, b64(OwnerRecord.encode(ips, node, since))))
         return self.client.txn(compare, success, failure)
 
+    def create(self, owner: Owner, ips: list[IPAddress], node: str, since: str) -> bool:
+        """Write one attachment's keys if none exists yet (``multihome leases copy``)."""
+        content = b64(lease_content(owner))
+        owner_key = b64(self.owner_key(owner))
+        compare = [_never_created(owner_key)]
+        success = [_put(owner_key, b64(OwnerRecord.encode(ips, node, since)))]
+        for ip in ips:
+            key = b64(self.ip_key(ip))
+            compare.append(_never_created(key))
+            success.append(_put(key, content))
+        return bool(self.client.txn(compare, success).get("succeeded"))
+
     # ---- DEL, CHECK, GC --------------------------------------------------
 
     def owner_record(self, owner: Owner) -> OwnerRecord | None:

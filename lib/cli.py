@@ -86,6 +86,34 @@ def _cmd_daemon(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_leases(ns: argparse.Namespace) -> int:
+    from multihome.ipam import leases
+
+    from .errors import CNIError
+
+    store: dict[str, object] = {}
+    if ns.etcd:
+        store = {"type": "etcd", "endpoints": ns.etcd}
+    for key, value in (("prefix", ns.prefix), ("timeout", ns.timeout)):
+        if value is not None:
+            store[key] = value
+    tls = {k: v for k, v in (("ca", ns.ca), ("cert", ns.cert), ("key", ns.key)) if v}
+    if tls:
+        store["tls"] = tls
+    try:
+        where = leases.resolve(ns.config, ns.network, ns.data_dir, store, ns.node)
+        if ns.action == "list":
+            return leases.print_listing(where, ns.store, ns.json)
+        return leases.copy_command(where, ns.dry_run, ns.legacy_ifname)
+    except leases.LeasesError as exc:
+        print(f"multihome leases: {exc}", file=sys.stderr)
+        return 2
+    except CNIError as exc:
+        details = f" ({exc.details})" if exc.details else ""
+        print(f"multihome leases: {exc.msg}{details}", file=sys.stderr)
+        return 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="multihome",
@@ -166,6 +194,38 @@ def build_parser() -> argparse.ArgumentParser:
         help=argparse.SUPPRESS,
     )
     dmn.set_defaults(func=_cmd_daemon)
+    lea = sub.add_parser(
+        "leases",
+        help="list a network's leases (file store or etcd), or copy a node's into etcd",
+        description="list: who holds which address of a network, on which node, since when. "
+        "copy: move this node's file store (dataDir) into the network's etcd store; it "
+        "refuses, writing nothing, if etcd holds any of those addresses or attachments "
+        "differently, and skips what is there already. The network and its stores come "
+        "from --config (a NAD YAML, conflist or conf) and the flags that override it.",
+    )
+    lea.add_argument("action", choices=("list", "copy"))
+    lea.add_argument("--config", metavar="FILE", help="a NAD YAML, .conflist or .conf")
+    lea.add_argument("--network", help="the network name (when FILE has several, or no FILE)")
+    lea.add_argument("--store", choices=("file", "etcd"), help="list: which store to read")
+    lea.add_argument("--data-dir", metavar="DIR", help="the file store (default: dataDir)")
+    lea.add_argument("--etcd", action="append", metavar="URL", help="an etcd endpoint")
+    lea.add_argument("--prefix", help="the etcd key prefix (default /multihome/ipam)")
+    lea.add_argument("--timeout", type=float, help="seconds to wait for etcd (default 5)")
+    lea.add_argument("--ca", help="CA bundle for https endpoints")
+    lea.add_argument("--cert", help="client certificate for https endpoints")
+    lea.add_argument("--key", help="client key for https endpoints")
+    lea.add_argument(
+        "--node", help="copy: the node the leases are recorded for (default: hostname)"
+    )
+    lea.add_argument(
+        "--legacy-ifname",
+        default="",
+        metavar="IFNAME",
+        help="copy: the ifname for legacy host-local leases, which hold only an ID",
+    )
+    lea.add_argument("--dry-run", action="store_true", help="copy: check, write nothing")
+    lea.add_argument("--json", action="store_true", help="list: JSON instead of a table")
+    lea.set_defaults(func=_cmd_leases)
     return parser
 
 

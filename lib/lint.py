@@ -308,7 +308,13 @@ def check_config(conf: Any, src: Source, namespace: str = "", nad: bool = False)
         if isinstance(ipam, dict):
             out += _check_ipam(ipam, src)
             out += _check_routes(ipam.get("routes") or [], src)
-            if ipam.get("type") in ("host-local", "mh-ipam") and namespace in SHARED_NAMESPACES:
+            store = ipam.get("store")
+            cluster_wide = isinstance(store, dict) and store.get("type") == "etcd"
+            if (
+                ipam.get("type") in ("host-local", "mh-ipam")
+                and namespace in SHARED_NAMESPACES
+                and not cluster_wide
+            ):
                 out.append(
                     Finding(
                         "warning",

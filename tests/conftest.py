@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from conformance import etcdrig
 from tests.rig import CNIBIN, CNITOOL, REFERENCE_BIN, Cnitool, Netns, sh, unique
 
 
@@ -68,6 +69,16 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
             pytest.skip(
                 f"needs_tool: {path} is missing (run 'make test', which builds/installs it)"
             )
+
+
+@pytest.fixture(scope="session")
+def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[etcdrig.EtcdCluster]:
+    """One etcd member on loopback for the session; each test uses a key prefix of its own."""
+    reason = etcdrig.missing()
+    if reason:
+        pytest.skip(f"needs etcd: {reason}")
+    with etcdrig.EtcdCluster(tmp_path_factory.mktemp("etcd")) as cluster:
+        yield cluster
 
 
 @pytest.fixture

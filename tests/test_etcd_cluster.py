@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from conformance import etcdrig
+from tests.etcd_helpers import NET, Net, addresses, call, leases, owners
 from tests.rig import CNIBIN, Netns, one_json
 from tests.shapes import check_error
-from tests.test_etcd_store import NET, Net, addresses, call, leases, owners
 
 pytestmark = [pytest.mark.privileged, pytest.mark.needs_tool(str(CNIBIN / "mh-ipam"))]
 

@@ -1,19 +1,17 @@
 """mh-ipam on etcd: the real executable against real etcd servers on loopback.
 
-Each test gets its own key prefix in a single member started once for the
-module; the fault tests start their own clusters. Kernel-free: ADD, CHECK,
+Each test gets its own key prefix in the session's single member (the
+``etcd`` fixture in conftest); the fault tests start their own clusters. Kernel-free: ADD, CHECK,
 DEL, STATUS and GC of an IPAM plugin need only a namespace to point at.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import socket
-import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -21,72 +19,17 @@ from typing import Any
 import pytest
 
 from conformance import etcdrig
+from tests.etcd_helpers import NET, Net, addresses, call, leases, ok, owners
 from tests.ipam_helpers import SEED_RANGES
-from tests.rig import CNIBIN, Netns, one_json, plugin_env, run_plugin
+from tests.rig import CNIBIN, Netns, one_json
 from tests.shapes import check_error, check_result
 
 pytestmark = [pytest.mark.privileged, pytest.mark.needs_tool(str(CNIBIN / "mh-ipam"))]
-NET = "vlan200"
-_prefixes = itertools.count()
-
-
-@pytest.fixture(scope="module")
-def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[etcdrig.EtcdCluster]:
-    reason = etcdrig.missing()
-    if reason:
-        pytest.skip(f"needs etcd: {reason}")
-    with etcdrig.EtcdCluster(tmp_path_factory.mktemp("etcd")) as cluster:
-        yield cluster
 
 
 @pytest.fixture
 def pod(netns_factory: Callable[[str], Netns]) -> Netns:
     return netns_factory("pod")
-
-
-class Net:
-    """One network's config on an etcd store, under a key prefix of its own."""
-
-    def __init__(self, endpoints: list[str], node: str = "node-a", **store: Any) -> None:
-        self.prefix = f"/mhtest{next(_prefixes)}"
-        self.store = {"type": "etcd", "endpoints": endpoints, "prefix": self.prefix, "node": node}
-        self.store.update(store)
-        self.ranges: list[Any] = SEED_RANGES
-        self.ipam: dict[str, Any] = {}
-
-    def conf(self, node: str | None = None, **top: Any) -> dict[str, Any]:
-        store = {**self.store, **({"node": node} if node else {})}
-        ipam = {"type": "mh-ipam", "ranges": self.ranges, "store": store, **self.ipam}
-        return {"cniVersion": "1.1.0", "name": NET, "type": "mh-macvlan", "ipam": ipam, **top}
-
-
-def call(
-    command: str, doc: dict[str, Any], pod: Netns | None, cid: str = "ctr1", **env: str
-) -> subprocess.CompletedProcess[bytes]:
-    full = plugin_env(command, CNI_CONTAINERID=cid, CNI_IFNAME="net1", **env)
-    if pod is not None:
-        full["CNI_NETNS"] = pod.path
-    return run_plugin("mh-ipam", full, doc)
-
-
-def ok(proc: subprocess.CompletedProcess[bytes]) -> Any:
-    assert proc.returncode == 0, proc.stdout.decode() + proc.stderr.decode()
-    return one_json(proc.stdout) if proc.stdout else None
-
-
-def addresses(result: dict[str, Any]) -> list[str]:
-    return [ip["address"] for ip in result["ips"]]
-
-
-def leases(cluster: etcdrig.EtcdCluster, net: Net) -> dict[str, str]:
-    """address key -> holder, read by the rig (not by the code under test)."""
-    base = f"{net.prefix}/{NET}/ips/"
-    return {k[len(base) :]: v for k, v in cluster.get_prefix(base).items()}
-
-
-def owners(cluster: etcdrig.EtcdCluster, net: Net) -> dict[str, Any]:
-    base = f"{net.prefix}/{NET}/owners/"
-    return {k[len(base) :]: json.loads(v) for k, v in cluster.get_prefix(base).items()}
 
 
 def test_dual_stack_add_check_del(etcd: etcdrig.EtcdCluster, pod: Netns) -> None:
