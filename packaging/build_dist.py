@@ -19,7 +19,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 # Never imported by any multihome code path: dropping them shrinks the bundle
-# and its start-up. (inspect stays: pydantic needs it.)
+# and its start-up. (inspect stays: pydantic needs it; ssl stays: the etcd
+# store imports it for https:// endpoints, and only then.)
 EXCLUDE = [
     "tkinter",
     "unittest",
@@ -50,8 +51,6 @@ EXCLUDE = [
     "test",
     "xml",
     "pyexpat",
-    "ssl",
-    "_ssl",
 ]
 # The oldest glibc the bundle may need, computed from its ELF files' symbol versions
 # and enforced here. Debian 12's libpython3.11 links libexpat, which needs 2.36

@@ -46,6 +46,7 @@ def test_leader_killed_during_concurrent_allocations(
     net = Net(cluster.endpoints)
     net.ranges = [[{"subnet": "10.79.0.0/22"}]]
     workers, per_worker = 8, 10
+    finished: list[str] = []  # (list.append is atomic)
 
     def worker(w: int) -> list[tuple[str, int, Any, float]]:
         doc = net.conf(node=f"node{w}")
@@ -55,11 +56,14 @@ def test_leader_killed_during_concurrent_allocations(
             cid = f"w{w}c{i}"
             proc = call("ADD", doc, pod, cid=cid)
             out.append((cid, proc.returncode, one_json(proc.stdout), time.monotonic()))
+            finished.append(cid)
         return out
 
     with ThreadPoolExecutor(max_workers=workers) as ex:
         futures = [ex.submit(worker, w) for w in range(workers)]
-        time.sleep(0.8)
+        deadline = time.monotonic() + 60
+        while len(finished) < 10 and time.monotonic() < deadline:  # well under way
+            time.sleep(0.01)
         leader = cluster.leader()
         cluster.kill(leader)
         killed_at = time.monotonic()
