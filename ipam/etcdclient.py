@@ -16,6 +16,7 @@ so repeating a request whose reply was lost is always safe.
 from __future__ import annotations
 
 import binascii
+import os
 import socket
 import threading
 import time
@@ -31,7 +32,8 @@ if TYPE_CHECKING:
 # gRPC status codes that mean "this member cannot serve now, another may".
 _RETRYABLE_GRPC = frozenset({1, 4, 8, 10, 13, 14})  # CANCELLED ... UNAVAILABLE
 _MAX_BODY = 64 << 20
-_IDLE: dict[tuple[str, str, int], list[socket.socket]] = {}
+_THREAD_NS = "/proc/thread-self/ns/net"
+_IDLE: dict[tuple[object, ...], list[socket.socket]] = {}
 _IDLE_LOCK = threading.Lock()
 _PREFERRED: dict[tuple[str, ...], int] = {}  # endpoint that answered last, per endpoint list
 
@@ -151,13 +153,19 @@ class Client:
 
     # ---- one HTTP exchange ----------------------------------------------
 
-    def _take(self, endpoint: Endpoint, budget: float) -> tuple[socket.socket, bool]:
-        """An idle connection to ``endpoint`` (True), or a new one (False)."""
+    def _take(
+        self, endpoint: Endpoint, budget: float
+    ) -> tuple[socket.socket, bool, tuple[object, ...]]:
+        """An idle connection to ``endpoint`` (True), or a new one (False), and its pool key.
+
+        A socket stays in the namespace it was made in, and the daemon serves callers
+        from several: so idle connections are kept per (namespace, endpoint)."""
+        key = (os.stat(_THREAD_NS).st_ino, *endpoint.key)
         with _IDLE_LOCK:
-            idle = _IDLE.get(endpoint.key)
+            idle = _IDLE.get(key)
             if idle:
-                return idle.pop(), True
-        return self._open(endpoint, budget), False
+                return idle.pop(), True, key
+        return self._open(endpoint, budget), False, key
 
     def _open(self, endpoint: Endpoint, budget: float) -> socket.socket:
         try:
@@ -192,7 +200,7 @@ class Client:
             f"POST /v3/{path} HTTP/1.1\r\nHost: {endpoint.host}:{endpoint.port}\r\n"
             f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
         ).encode() + payload
-        sock, reused = self._take(endpoint, budget)
+        sock, reused, key = self._take(endpoint, budget)
         while True:
             try:
                 sock.settimeout(budget)
@@ -208,7 +216,7 @@ class Client:
                 sock, reused = self._open(endpoint, budget), False
         if keep:
             with _IDLE_LOCK:
-                _IDLE.setdefault(endpoint.key, []).append(sock)
+                _IDLE.setdefault(key, []).append(sock)
         else:
             sock.close()
         return _decode(status, body, endpoint)

@@ -92,3 +92,32 @@ def test_two_nodes_one_pool_through_libcni(
         assert "net1" not in pod.links()
     assert etcd.get_prefix(base + "ips/") == {}
     assert etcd.get_prefix(base + "owners/") == {}
+
+
+def test_thick_mode_reaches_etcd_from_the_callers_namespace(
+    topo: Topology,
+    etcd: etcdrig.EtcdCluster,
+    cnitool: Cnitool,
+    netns_factory: Callable[[str], Netns],
+    tmp_path: Path,
+) -> None:
+    """The daemon (in our namespace) serves shims run in "host", where etcd is: its
+    etcd connections are made, and kept, in the caller's namespace."""
+    from tests.test_daemon import Daemon
+
+    daemon = Daemon(tmp_path / "run" / "mh.sock")
+    try:
+        env = {"MULTIHOME_SOCKET": str(daemon.sock)}
+        net = cnitool.write(conflist(topo.master, etcd.endpoints, "node-a"))
+        pods = [topo.pod, netns_factory("pod"), netns_factory("pod")]
+        for n, pod in enumerate(pods):
+            add = cnitool.run("add", net, pod, container_id=f"thick{n}", extra_env=env)
+            assert add.returncode == 0, add.stdout + add.stderr
+            assert addresses(pod) == [f"203.0.113.{10 + n}/24"]
+        for n, pod in enumerate(pods):
+            delete = cnitool.run("del", net, pod, container_id=f"thick{n}", extra_env=env)
+            assert delete.returncode == 0, delete.stdout + delete.stderr
+        assert daemon.served() >= 2 * len(pods)
+    finally:
+        daemon.stop()
+    assert etcd.get_prefix(f"/multihome/ipam/{NET}/").keys() <= {f"/multihome/ipam/{NET}/cursor/0"}
