@@ -237,6 +237,37 @@ def _check_ipam(ipam: dict[str, Any], src: Source) -> list[Finding]:
     return out
 
 
+def _check_store(ipam: dict[str, Any], src: Source) -> list[Finding]:
+    """mh-ipam's ``store``: what the plugin would refuse, and etcd spoken in clear."""
+    store = ipam.get("store")
+    if store is None or ipam.get("type") != "mh-ipam":
+        return []
+    from pydantic import ValidationError
+
+    from multihome.ipam.config import LeaseStoreConf, etcd_settings
+    from multihome.lib.models import describe
+
+    from .errors import CNIError
+
+    line = src.line_of('"store"')
+    try:
+        settings = etcd_settings(LeaseStoreConf.model_validate(store))
+    except ValidationError as exc:
+        return [Finding("error", line, f"ipam.store: {describe(exc)}")]
+    except CNIError as exc:
+        return [Finding("error", line, exc.msg)]
+    if settings and any(url.startswith("http://") for url in settings.endpoints):
+        return [
+            Finding(
+                "warning",
+                line,
+                "ipam.store: an http:// etcd endpoint carries leases in clear and lets any "
+                "client write them; use https:// with tls client certificates",
+            )
+        ]
+    return []
+
+
 def _check_routes(routes: list[Any], src: Source) -> list[Finding]:
     out = []
     v4 = [r for r in routes if isinstance(r, dict) and ":" not in str(r.get("dst", ":"))]
@@ -307,6 +338,7 @@ def check_config(conf: Any, src: Source, namespace: str = "", nad: bool = False)
         ipam = plugin.get("ipam")
         if isinstance(ipam, dict):
             out += _check_ipam(ipam, src)
+            out += _check_store(ipam, src)
             out += _check_routes(ipam.get("routes") or [], src)
             store = ipam.get("store")
             cluster_wide = isinstance(store, dict) and store.get("type") == "etcd"

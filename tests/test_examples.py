@@ -1,20 +1,23 @@
 """Every NAD in packaging/examples/ runs through libcni, so no example can rot.
 
 Each example's spec.config is used as written, except that lease and state
-directories point into the test's temporary directory. Its master interface
+directories point into the test's temporary directory, and an etcd store's
+endpoints and certificates at a 3-member etcd the test runs for it. Its master interface
 exists in the test's "host" namespace under the example's own name.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from conformance import etcdrig
 from tests.rig import CNIBIN, ROOT, Cnitool, Netns
 
 EXAMPLES = ROOT / "packaging" / "examples"
@@ -31,6 +34,7 @@ INPUTS: dict[str, dict[str, Any]] = {
     "global-pool-kube-system.yaml": {"address": "192.168.0.20/24"},
     "ipvlan-l2-pool.yaml": {"address": "172.16.1.16/24"},
     "macvlan-private-isolation.yaml": {"address": "198.51.100.2/24"},
+    "cluster-pool-etcd.yaml": {"address": "10.30.0.10/16"},
 }
 
 
@@ -84,10 +88,43 @@ def make_host(
     return host, router
 
 
+@contextlib.contextmanager
+def etcd_for(conf: dict[str, Any], host: Netns, tmp: Path) -> Iterator[None]:
+    """An example on an etcd store gets an etcd of its own in the host namespace, with
+    certificates made for it when the example uses TLS."""
+    store = conf["plugins"][0].get("ipam", {}).get("store", {})
+    if store.get("type") != "etcd":
+        yield
+        return
+    if etcdrig.missing():
+        pytest.skip(f"needs etcd: {etcdrig.missing()}")
+    tls = etcdrig.TLSFiles.make(tmp / "pki") if "tls" in store else None
+    with etcdrig.EtcdCluster(tmp / "etcd", size=3, tls=tls, netns=host.name) as cluster:
+        store["endpoints"] = cluster.endpoints
+        if tls:
+            store["tls"] = {
+                "ca": str(tls.ca),
+                "cert": str(tls.client_cert),
+                "key": str(tls.client_key),
+            }
+        yield
+
+
 @pytest.mark.parametrize("name", params())
 def test_example_runs(name: str, netns_factory: Callable[[str], Netns], tmp_path: Path) -> None:
     conf = hermetic(load(name), tmp_path)
     host, _ = make_host(netns_factory, conf["plugins"][0]["master"], gateways(conf))
+    with etcd_for(conf, host, tmp_path):
+        run_example(name, conf, host, netns_factory, tmp_path)
+
+
+def run_example(
+    name: str,
+    conf: dict[str, Any],
+    host: Netns,
+    netns_factory: Callable[[str], Netns],
+    tmp_path: Path,
+) -> None:
     pod = netns_factory("pod")
     tool = Cnitool(host, tmp_path / "net.d", tmp_path / "cache", f"{CNIBIN}:/usr/lib/cni")
     net = tool.write(conf)

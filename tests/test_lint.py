@@ -61,6 +61,19 @@ def test_examples_have_no_errors() -> None:
         assert not errors(path), path
 
 
+ETCD_IPAM = {"type": "mh-ipam", "ranges": [[{"subnet": "10.1.0.0/24"}]]}
+
+
+def test_a_shared_pool_on_etcd_is_fine(tmp_path: Path) -> None:
+    nad = (ROOT / "packaging" / "examples" / "cluster-pool-etcd.yaml").read_text()
+    assert "namespace: kube-system" in nad
+    found = findings(ROOT / "packaging" / "examples" / "cluster-pool-etcd.yaml")
+    assert not [f for f in found if "per-node store" in f[2] or f[1] == "error"], found
+    plain = tmp_path / "plain.yaml"
+    plain.write_text(nad.replace('"store"', '"store-off"'))  # the same pool on files
+    assert [f for f in findings(plain) if "per-node store" in f[2]]
+
+
 def conflist(tmp_path: Path, plugins: list[dict[str, Any]]) -> Path:
     path = tmp_path / "net.conflist"
     path.write_text(json.dumps({"cniVersion": "1.0.0", "name": "n", "plugins": plugins}, indent=2))
@@ -118,6 +131,25 @@ def conflist(tmp_path: Path, plugins: list[dict[str, Any]]) -> Path:
             {"type": "mh-route", "addroutes": [{"dst": "10.0.0.0/7", "gw": "203.0.113.1"}]},
             "error",
             "10.0.0.0/8",
+        ),
+        (
+            {"type": "mh-macvlan", "master": "e", "ipam": {**ETCD_IPAM, "store": {"type": "etcd"}}},
+            "error",
+            "needs at least one endpoint",
+        ),
+        (
+            {"type": "mh-macvlan", "master": "e", "ipam": {**ETCD_IPAM, "store": {"type": "zk"}}},
+            "error",
+            "ipam.store: type",
+        ),
+        (
+            {
+                "type": "mh-macvlan",
+                "master": "e",
+                "ipam": {**ETCD_IPAM, "store": {"type": "etcd", "endpoints": ["http://e:2379"]}},
+            },
+            "warning",
+            "in clear",
         ),
     ],
 )
