@@ -42,12 +42,12 @@ sys.path[:0] = [str(ROOT), str(ROOT / "build" / "pkgroot")]
 
 from multihome.lib import registry, rtnl, skel  # noqa: E402
 from multihome.lib.netns import NetNS  # noqa: E402
+from tests.conftest import kernel_lacks  # noqa: E402
 from tests.rig import CNIBIN, Netns, unique  # noqa: E402
 
 COMMANDS = ("ADD", "DEL", "CHECK", "STATUS", "GC")
-HAVE_IPVLAN = (
-    subprocess.run(["modinfo", "ipvlan"], capture_output=True, check=False).returncode == 0
-)
+DEAD_ETCD = "http://127.0.0.1:9"  # loopback, and nothing listens there: refused at once
+HAVE_IPVLAN = not kernel_lacks("ipvlan")  # (the tests' probe: make one, in a namespace)
 
 
 class Summary:
@@ -206,6 +206,31 @@ def bad_inputs(world: World) -> list[tuple[str, str, dict[str, str], bytes, set[
                     bad = json.loads(json.dumps(good))
                     bad["ipam"]["ranges"] = ranges
                     add(label, bad, {7})
+            if plugin in ("mh-ipam", "mh-macvlan") and command != "VERSION":
+                dead = {"type": "etcd", "endpoints": [DEAD_ETCD], "timeout": 0.3}
+                # A bad store is code 7, which mh-macvlan's STATUS reports as its IPAM's 50;
+                # CHECK without a prevResult stops before the store; GC without valid
+                # attachments never reads it.
+                invalid = {"STATUS": {50 if plugin == "mh-macvlan" else 7}, "GC": {0}}
+                down = {"STATUS": {50}, "CHECK": {7}, "GC": {0}}
+                for label, store, codes in (
+                    ("etcd without endpoints", {"type": "etcd"}, invalid.get(command, {7})),
+                    (
+                        "etcd endpoint not a URL",
+                        {**dead, "endpoints": ["10.0.0.1"]},
+                        invalid.get(command, {7}),
+                    ),
+                    (
+                        "etcd tls over http",
+                        {**dead, "tls": {"ca": "/x"}},
+                        invalid.get(command, {7}),
+                    ),
+                    ("store of no known type", {"type": "zookeeper"}, invalid.get(command, {7})),
+                    ("etcd unreachable", dead, down.get(command, {11})),
+                ):
+                    bad = json.loads(json.dumps(good))
+                    bad["ipam"]["store"] = store
+                    add(label, bad, codes)
             if plugin in ("mh-route", "mh-sbr", "mh-macvlan") and command in ("ADD", "CHECK"):
                 dangling = {
                     "cniVersion": "1.1.0",
@@ -330,6 +355,13 @@ def run_fuzz(world: World, summary: Summary, seconds: float) -> None:
         target[keys[path_pick % len(keys)] if path_pick % 3 else key] = value
         if isinstance(doc.get("ipam"), dict):
             doc["ipam"]["dataDir"] = str(world.data)
+            store = doc["ipam"].get("store")
+            if isinstance(store, dict) and isinstance(store.get("endpoints"), list):
+                # An example's etcd is elsewhere: aim at a closed loopback port instead.
+                store["endpoints"] = [
+                    DEAD_ETCD if isinstance(u, str) else u for u in store["endpoints"]
+                ]
+                store["timeout"] = 0.2
         doc["stateDir"] = str(world.state)
         env = world.env(command, CNI_ARGS=cni_args.replace("\0", ""))
         ptype = doc.get("type")
