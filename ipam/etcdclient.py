@@ -66,6 +66,7 @@ class Endpoint:
             raise ValueError(f"etcd endpoint {url!r} is not http(s)://HOST:PORT")
         self.url = url
         self.scheme = scheme
+        self.netloc = rest.rstrip("/")  # for the Host header (an IPv6 address keeps its [])
         self.host = host.strip("[]")
         self.port = int(port)
         self.key = (scheme, self.host, self.port)
@@ -76,6 +77,7 @@ class TLS:
 
     def __init__(self, ca: str = "", cert: str = "", key: str = "", server_name: str = "") -> None:
         self.ca, self.cert, self.key, self.server_name = ca, cert, key, server_name
+        self.identity = (ca, cert, key, server_name)  # connections made with it are its own
         self._context: ssl.SSLContext | None = None
 
     def context(self) -> ssl.SSLContext:
@@ -159,8 +161,9 @@ class Client:
         """An idle connection to ``endpoint`` (True), or a new one (False), and its pool key.
 
         A socket stays in the namespace it was made in, and the daemon serves callers
-        from several: so idle connections are kept per (namespace, endpoint)."""
-        key = (os.stat(_THREAD_NS).st_ino, *endpoint.key)
+        from several (and configs with other certificates): so idle connections are
+        kept per namespace, endpoint and TLS identity."""
+        key = (os.stat(_THREAD_NS).st_ino, *endpoint.key, *self.tls.identity)
         with _IDLE_LOCK:
             idle = _IDLE.get(key)
             if idle:
@@ -197,7 +200,7 @@ class Client:
         self, endpoint: Endpoint, path: str, payload: bytes, budget: float
     ) -> dict[str, object]:
         request = (
-            f"POST /v3/{path} HTTP/1.1\r\nHost: {endpoint.host}:{endpoint.port}\r\n"
+            f"POST /v3/{path} HTTP/1.1\r\nHost: {endpoint.netloc}\r\n"
             f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
         ).encode() + payload
         sock, reused, key = self._take(endpoint, budget)

@@ -151,17 +151,7 @@ class EtcdStore:
         """One address per range set for ``owner``, all committed at once."""
         allocator.check_requested(pool)
         count = len(pool.range_sets)
-        first = self.client.txn(
-            [],
-            [self._get(self.owner_key(owner))]
-            + [self._get(self.cursor_key(i)) for i in range(count)],
-        )
-        replies = _responses(first)
-        record = self._owner(replies[0])
-        cursors: list[IPAddress | None] = []
-        for reply in replies[1:]:
-            kvs = _kvs(reply)
-            cursors.append(_ip_value(kvs[0]) if kvs else None)
+        record, cursors = self._survey(owner, count)
         plans = [allocator.SetPlan(pool, i, cursors[i]) for i in range(count)]
         picks: dict[int, tuple[IPAddress, Range]] = {}
         taken: dict[int, set[int]] = {i: set() for i in range(count)}
@@ -197,6 +187,19 @@ class EtcdStore:
             TRY_AGAIN_LATER,
             f"could not reserve an address within {self.timeout:g}s: too many conflicts",
         )
+
+    def _survey(
+        self, owner: Owner, count: int
+    ) -> tuple[OwnerRecord | None, list[IPAddress | None]]:
+        """One read: what ``owner`` holds already, and each range set's cursor."""
+        reads = [self._get(self.owner_key(owner))]
+        reads += [self._get(self.cursor_key(i)) for i in range(count)]
+        replies = _responses(self.client.txn([], reads))
+        cursors = []
+        for reply in replies[1:]:
+            kvs = _kvs(reply)
+            cursors.append(_ip_value(kvs[0]) if kvs else None)
+        return self._owner(replies[0]), cursors
 
     def _ip_of(self, kv: dict[str, str]) -> IPAddress | None:
         key = unb64(kv.get("key", "")).decode("utf-8", "replace")
