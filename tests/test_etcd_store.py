@@ -195,6 +195,17 @@ def test_unreachable_etcd_is_code_11_within_the_timeout(pod: Netns) -> None:
     check_error(one_json(call("STATUS", net.conf(), None).stdout), 50)
 
 
+def test_a_dead_endpoint_is_skipped_for_the_next(etcd: etcdrig.EtcdCluster, pod: Netns) -> None:
+    dead = f"http://127.0.0.1:{etcdrig.free_ports(1)[0]}"
+    net = Net([dead, *etcd.endpoints])
+    start = time.monotonic()
+    result = ok(call("ADD", net.conf(), pod))
+    assert time.monotonic() - start < 2  # refused at once, not waited out
+    assert addresses(result)[0] == "203.0.113.10/24"
+    ok(call("DEL", net.conf(), pod))
+    assert leases(etcd, net) == {}
+
+
 def test_an_etcd_that_never_answers_is_code_11_not_a_hang(pod: Netns) -> None:
     silent = socket.socket()
     silent.bind(("127.0.0.1", 0))
