@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -152,11 +151,9 @@ class Rig:
 
 
 def stats(samples: list[float]) -> dict[str, float]:
-    ordered = sorted(samples)
-    return {
-        "median_ms": round(statistics.median(ordered) * 1000, 1),
-        "p90_ms": round(ordered[max(0, int(len(ordered) * 0.9) - 1)] * 1000, 1),
-    }
+    from bench_ipam import stats as ms  # (from conformance/)
+
+    return ms(samples, digits=1)
 
 
 def chains(rig: Rig, rounds: int, socket: str) -> dict[str, Any]:

@@ -117,12 +117,12 @@ FROZEN = ROOT / "dist" / "cni-bin" / "mh-ipam"
 STORE_NET = "benchstore"
 
 
-def _ms(samples: list[float]) -> dict[str, float]:
+def stats(samples: list[float], digits: int = 2) -> dict[str, float]:
+    """Median and 90th percentile of ``samples`` (seconds), in ms (bench.py's too)."""
     ordered = sorted(samples)
-    p90 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.9))]
     return {
-        "median_ms": round(statistics.median(ordered) * 1000, 2),
-        "p90_ms": round(p90 * 1000, 2),
+        "median_ms": round(statistics.median(ordered) * 1000, digits),
+        "p90_ms": round(ordered[max(0, int(len(ordered) * 0.9) - 1)] * 1000, digits),
     }
 
 
@@ -170,7 +170,7 @@ def time_store(stdin: bytes, binary: Path, netns: str, rounds: int) -> dict[str,
             raise SystemExit(f"DEL failed: {proc.stdout!r}")
         warm.append(inprocess_add(stdin, f"w{i}", netns))
         skel.run("mh-ipam", {**add_env(f"w{i}", netns, "/x"), "CNI_COMMAND": "DEL"}, stdin)
-    return {"add": _ms(adds), "del": _ms(dels), "add_in_process": _ms(warm)}
+    return {"add": stats(adds), "del": stats(dels), "add_in_process": stats(warm)}
 
 
 def run_stores(rounds: int, netns: str, leases: int = 1000) -> dict[str, object]:
