@@ -242,30 +242,44 @@ def _check_store(ipam: dict[str, Any], src: Source) -> list[Finding]:
     store = ipam.get("store")
     if store is None or ipam.get("type") != "mh-ipam":
         return []
+    if not isinstance(store, dict):
+        return [Finding("error", src.line_of('"store"'), "ipam.store must be an object")]
     from pydantic import ValidationError
 
-    from multihome.ipam.config import LeaseStoreConf, etcd_settings
+    from multihome.ipam.config import LeaseStoreConf, TLSConf, etcd_settings
     from multihome.lib.models import describe
 
     from .errors import CNIError
 
     line = src.line_of('"store"')
+    out = []
+    for keys, model, where in (
+        (store, LeaseStoreConf, "store"),
+        (store.get("tls"), TLSConf, "store.tls"),
+    ):
+        for key in keys if isinstance(keys, dict) else []:
+            if key not in _model_keys(model):
+                out.append(
+                    Finding(
+                        "warning", src.line_of(f'"{key}"'), f"ipam.{where}: unknown key {key!r}"
+                    )
+                )
     try:
         settings = etcd_settings(LeaseStoreConf.model_validate(store))
     except ValidationError as exc:
-        return [Finding("error", line, f"ipam.store: {describe(exc)}")]
+        return [*out, Finding("error", line, f"ipam.store: {describe(exc)}")]
     except CNIError as exc:
-        return [Finding("error", line, exc.msg)]
+        return [*out, Finding("error", line, exc.msg)]
     if settings and any(url.startswith("http://") for url in settings.endpoints):
-        return [
+        out.append(
             Finding(
                 "warning",
                 line,
                 "ipam.store: an http:// etcd endpoint carries leases in clear and lets any "
                 "client write them; use https:// with tls client certificates",
             )
-        ]
-    return []
+        )
+    return out
 
 
 def _check_routes(routes: list[Any], src: Source) -> list[Finding]:

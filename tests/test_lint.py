@@ -151,6 +151,15 @@ def conflist(tmp_path: Path, plugins: list[dict[str, Any]]) -> Path:
             "warning",
             "in clear",
         ),
+        (
+            {
+                "type": "mh-macvlan",
+                "master": "e",
+                "ipam": {**ETCD_IPAM, "store": {"type": "etcd", "endpoint": "https://e:2379"}},
+            },
+            "warning",
+            "ipam.store: unknown key 'endpoint'",
+        ),
     ],
 )
 def test_conflist_faults(plugin: dict[str, Any], level: str, fragment: str, tmp_path: Path) -> None:
