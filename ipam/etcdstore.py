@@ -27,8 +27,10 @@ stale DEL never frees an address somebody else holds now.
 
 from __future__ import annotations
 
+import collections
 import ipaddress
 import time
+import zlib
 
 from multihome.lib import jsonfast
 from multihome.lib.errors import NOT_AVAILABLE, TRY_AGAIN_LATER, CNIError
@@ -153,8 +155,7 @@ class EtcdStore:
         count = len(pool.range_sets)
         record, cursors = self._survey(owner, count)
         plans = [allocator.SetPlan(pool, i, cursors[i]) for i in range(count)]
-        picks: dict[int, tuple[IPAddress, Range]] = {}
-        taken: dict[int, set[int]] = {i: set() for i in range(count)}
+        pickers = {plan.index: _Picker(plan, owner) for plan in plans}
         deadline = time.monotonic() + self.timeout
         for _ in range(MAX_CONFLICTS):
             held = {}
@@ -162,13 +163,11 @@ class EtcdStore:
                 kept = plan.held(owner, record.ips if record else [])
                 if kept is not None:
                     held[plan.index] = kept
-            todo = [p for p in plans if p.index not in held]
+            todo = [pickers[p.index] for p in plans if p.index not in held]
             if not todo:
                 return [held[i] for i in range(count)]
-            for plan in todo:
-                if plan.index not in picks:
-                    picks[plan.index] = _next_free(plan, taken[plan.index])
-            reply = self._commit(owner, record, {p.index: picks[p.index] for p in todo})
+            picks = {p.plan.index: p.current() for p in todo}
+            reply = self._commit(owner, record, picks)
             if reply.get("succeeded"):
                 return [held.get(i) or picks[i] for i in range(count)]
             responses = _responses(reply)
@@ -176,11 +175,10 @@ class EtcdStore:
             if (now_record and now_record.revision) != (record and record.revision):
                 record = now_record  # it changed under us (or our lost reply committed)
                 continue
-            for plan, window in zip(todo, responses[1:], strict=True):
-                seen = {int(ip) for kv in _kvs(window) if (ip := self._ip_of(kv)) is not None}
-                taken[plan.index] |= seen
-                if int(picks[plan.index][0]) in seen:
-                    del picks[plan.index]
+            for picker, window in zip(todo, responses[1:], strict=True):
+                picker.learn(
+                    {int(ip) for kv in _kvs(window) if (ip := self._ip_of(kv)) is not None}
+                )
             if time.monotonic() > deadline:
                 break
         raise CNIError(
@@ -370,8 +368,47 @@ def _holder(response: object) -> Owner | None:
     return parse_lease(unb64(kvs[0].get("value", ""))) if kvs else None
 
 
-def _next_free(plan: allocator.SetPlan, taken: set[int]) -> tuple[IPAddress, Range]:
-    for ip, rng in plan.candidates:
-        if int(ip) not in taken:
-            return ip, rng
-    raise plan.taken()
+class _Picker:
+    """A range set's candidate for one ADD, learning from each conflict what is taken."""
+
+    SPREAD = 16  # at most this many free addresses apart, doubling per conflict
+
+    def __init__(self, plan: allocator.SetPlan, owner: Owner) -> None:
+        self.plan = plan
+        self.owner = owner
+        self.taken: set[int] = set()
+        self.spare: collections.deque[tuple[IPAddress, Range]] = collections.deque()
+        self.pick: tuple[IPAddress, Range] | None = None
+        self.conflicts = 0
+
+    def current(self) -> tuple[IPAddress, Range]:
+        if self.pick is None:
+            self.pick = self._next_free()
+        return self.pick
+
+    def learn(self, seen: set[int]) -> None:
+        self.taken |= seen
+        if self.pick is not None and int(self.pick[0]) in seen:
+            self.pick = None
+            self.conflicts += 1
+
+    def _next_free(self) -> tuple[IPAddress, Range]:
+        """The next free candidate; after a conflict, one of the next few, by a hash of
+        the owner: the other losers of the race want the same next address. Skipped
+        ones are kept, so a nearly full pool is still searched to the end."""
+        skip = 0
+        if self.conflicts:
+            seed = f"{self.owner[0]}/{self.owner[1]}/{self.conflicts}".encode()
+            skip = zlib.crc32(seed) % min(2**self.conflicts, self.SPREAD)
+        free: list[tuple[IPAddress, Range]] = []
+        while len(free) <= skip:
+            candidate = self.spare.popleft() if self.spare else next(self.plan.candidates, None)
+            if candidate is None:
+                break
+            if int(candidate[0]) not in self.taken:
+                free.append(candidate)
+        if not free:
+            raise self.plan.taken()
+        chosen = free.pop()
+        self.spare.extendleft(reversed(free))
+        return chosen

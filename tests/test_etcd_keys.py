@@ -57,3 +57,25 @@ def test_endpoints(url: str, host: str, port: int, netloc: str) -> None:
 def test_bad_endpoints(url: str) -> None:
     with pytest.raises(ValueError, match="http"):
         Endpoint(url)
+
+
+def test_a_picker_spreads_out_after_conflicts_but_never_loses_a_free_address() -> None:
+    """Losers of a race skip ahead by a hash of their owner; what they skip is still
+    tried before the set is called exhausted."""
+    from multihome.ipam import allocator, config
+    from multihome.ipam.etcdstore import _Picker
+    from multihome.lib.errors import CNIError
+    from tests.ipam_helpers import request
+
+    pool = config.load(request({"ranges": [[{"subnet": "10.5.0.0/27"}]]}))  # .1 gateway
+    picker = _Picker(allocator.SetPlan(pool, 0, None), ("ctr", "net1"))
+    got = []
+    for _ in range(29):  # .2 .. .30: every free address, each "taken" once tried
+        ip, _ = picker.current()
+        got.append(int(ip) & 0xFF)
+        picker.learn({int(ip)})
+    assert sorted(got) == list(range(2, 31))
+    assert got != sorted(got)  # it did skip ahead
+    with pytest.raises(CNIError) as exc:
+        picker.current()
+    assert exc.value.code == 110
