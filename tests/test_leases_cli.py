@@ -131,3 +131,22 @@ def test_usage_errors(tmp_path: Path) -> None:
     conf.write_text(json.dumps({"name": "n", "type": "mh-macvlan", "ipam": {"type": "mh-ipam"}}))
     copy = multihome("leases", "copy", "--config", str(conf))
     assert copy.returncode == 2 and "needs an etcd store" in copy.stderr
+
+
+def test_copy_of_legacy_leases_needs_an_ifname(
+    etcd: etcdrig.EtcdCluster, pod: Netns, tmp_path: Path
+) -> None:
+    """host-local's old files hold only the container ID: copy asks which ifname."""
+    net = Net(etcd.endpoints, node="worker-6")
+    data = tmp_path / "data"
+    ok(call("ADD", file_conf(net, data), pod, cid="modern"))
+    (data / NET / "203.0.113.30").write_text("legacyid")
+    etcd_conf = net.conf()
+    etcd_conf["ipam"]["dataDir"] = str(data)
+    path = nad(tmp_path / "nad.yaml", etcd_conf)
+    refused = multihome("leases", "copy", "--config", str(path))
+    assert refused.returncode == 1 and "--legacy-ifname" in refused.stderr
+    assert leases(etcd, net) == {}
+    copied = multihome("leases", "copy", "--config", str(path), "--legacy-ifname", "eth1")
+    assert copied.returncode == 0, copied.stderr
+    assert leases(etcd, net)["4/203.000.113.030"] == "legacyid\r\neth1"
