@@ -252,6 +252,14 @@ class EtcdCluster:
             for kv in reply.get("kvs", [])
         }
 
+    def put(self, key: str, value: str) -> None:
+        """Write one key behind the plugin's back (what a fault or an operator might do)."""
+        body = {
+            "key": base64.b64encode(key.encode()).decode(),
+            "value": base64.b64encode(value.encode()).decode(),
+        }
+        self.request(next(m for m in self.members if m.alive), "/v3/kv/put", body)
+
     def __enter__(self) -> EtcdCluster:
         return self.start()
 

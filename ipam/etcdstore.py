@@ -3,8 +3,8 @@
 Keys, under ``<prefix>/<network>/``:
 
 - ``ips/4/203.000.113.010`` or ``ips/6/2001:0db8:…`` (fixed width, so keys sort
-  as addresses do and a window of a pool is one range read) holds the lease,
-  ``containerID\\r\\nifname``: host-local's lease file format.
+  as addresses do and a window of a pool is one range read) holds the lease:
+  ``{"id": containerID, "if": ifname, "node": ..., "since": ...}``.
 - ``owners/<containerID>/<ifname>`` holds ``{"ips": [...], "node": ..., "since": ...}``:
   what an attachment holds, the node that allocated it and since when, so DEL,
   CHECK and a repeated ADD read one key and GC can tell nodes apart.
@@ -39,7 +39,7 @@ from multihome.lib.models import IPAddress
 from . import allocator
 from .config import EtcdSettings, Pool, Range
 from .etcdclient import TLS, Client, b64, prefix_end, unb64
-from .store import Owner, lease_content, parse_lease
+from .store import Owner
 
 Op = dict[str, object]  # one compare or request op of a transaction, as gateway JSON
 WINDOW = 256  # taken addresses a conflict reports per range set
@@ -218,7 +218,7 @@ class EtcdStore:
         else:
             compare = [_unchanged(owner_key, record.revision)]
             since, node, ips = record.since, record.node, list(record.ips)
-        content = b64(lease_content(owner))
+        content = lease_value(owner, node, since)
         success: list[Op] = []
         failure = [self._get(self.owner_key(owner))]
         for index, (ip, rng) in sorted(picks.items()):
@@ -232,7 +232,7 @@ class EtcdStore:
 
     def create(self, owner: Owner, ips: list[IPAddress], node: str, since: str) -> bool:
         """Write one attachment's keys if none exists yet (``multihome leases copy``)."""
-        content = b64(lease_content(owner))
+        content = lease_value(owner, node, since)
         owner_key = b64(self.owner_key(owner))
         compare = [_never_created(owner_key)]
         success = [_put(owner_key, b64(OwnerRecord.encode(ips, node, since)))]
@@ -263,29 +263,32 @@ class EtcdStore:
     def release_owner(self, owner: Owner, record: OwnerRecord | None = None) -> list[IPAddress]:
         """Delete what ``owner`` holds (DEL); returns what was released. Idempotent."""
         record = record or self.owner_record(owner)
-        content = b64(lease_content(owner))
         owner_key = b64(self.owner_key(owner))
-        while record is not None:
-            ips = list(record.ips)
-            for _ in range(3):
-                compare = [_unchanged(owner_key, record.revision)]
-                compare += [_holds(b64(self.ip_key(ip)), content) for ip in ips]
-                success = [_delete(owner_key)] + [_delete(b64(self.ip_key(ip))) for ip in ips]
-                failure = [self._get(self.owner_key(owner))]
-                failure += [self._get(self.ip_key(ip)) for ip in ips]
-                reply = self.client.txn(compare, success, failure)
-                if reply.get("succeeded"):
-                    return ips
-                responses = _responses(reply)
-                current = self._owner(responses[0])
-                if current is None or current.revision != record.revision:
-                    record = current  # deleted (a lost reply, a concurrent DEL) or changed
-                    break
-                # Some lease key no longer names this owner: free only those that do.
-                ips = [ip for ip, r in zip(ips, responses[1:], strict=True) if _holder(r) == owner]
-            else:
-                record = self.owner_record(owner)
-        return []
+        expected = _expected(owner, record)
+        for _ in range(8):
+            if record is None:
+                return []  # gone: never there, or a lost reply's DEL, or a concurrent one
+            compare = [_unchanged(owner_key, record.revision)]
+            compare += [_holds(b64(self.ip_key(ip)), value) for ip, value in expected.items()]
+            success = [_delete(owner_key)] + [_delete(b64(self.ip_key(ip))) for ip in expected]
+            failure = [self._get(self.owner_key(owner))]
+            failure += [self._get(self.ip_key(ip)) for ip in expected]
+            reply = self.client.txn(compare, success, failure)
+            if reply.get("succeeded"):
+                return list(expected)
+            responses = _responses(reply)
+            current = self._owner(responses[0])
+            if current is None or current.revision != record.revision:
+                record, expected = current, _expected(owner, current)
+                continue
+            # A lease key is not as expected: free those that still name this owner, as
+            # they read now (a compare on the value they have), and leave the rest alone.
+            expected = {
+                ip: kvs[0].get("value", "")
+                for ip, r in zip(expected, responses[1:], strict=True)
+                if (kvs := _kvs(r)) and _holder(r) == owner
+            }
+        raise CNIError(TRY_AGAIN_LATER, f"{owner[0]}/{owner[1]}: its keys keep changing; try again")
 
     def records(self) -> list[tuple[Owner, OwnerRecord]]:
         """Every attachment holding addresses on this network, on any node."""
@@ -298,15 +301,16 @@ class EtcdStore:
             out.append(((cid, ifname), OwnerRecord(kv)))
         return out
 
-    def leases(self) -> list[tuple[IPAddress, Owner]]:
-        """Every lease key of this network: (address, holder)."""
+    def leases(self) -> list[tuple[IPAddress, dict[str, str]]]:
+        """Every lease key of this network: (address, its value: id, if, node, since)."""
         prefix = self.base + "ips/"
         reply = self.client.range(prefix, range_end=prefix_end(prefix))
         out = []
         for kv in _kvs(reply):
             ip = self._ip_of(kv)
-            if ip is not None:
-                out.append((ip, parse_lease(unb64(kv.get("value", "")))))
+            doc = _lease_doc(kv)
+            if ip is not None and doc is not None:
+                out.append((ip, doc))
         return out
 
     def gc(self, valid: set[Owner]) -> list[tuple[Owner, list[IPAddress]]]:
@@ -363,9 +367,35 @@ def _ip_value(kv: dict[str, str]) -> IPAddress | None:
         return None
 
 
+def lease_value(owner: Owner, node: str, since: str) -> str:
+    """An address key's value (base64): who holds it, on which node, since when. The
+    same bytes for every address of an attachment, so DEL can compare them."""
+    doc = {"id": owner[0], "if": owner[1], "node": node, "since": since}
+    return b64(jsonfast.dumps(doc))
+
+
+def _lease_doc(kv: dict[str, str]) -> dict[str, str] | None:
+    try:
+        doc = jsonfast.loads(unb64(kv.get("value", "")))
+    except ValueError:
+        return None
+    if not isinstance(doc, dict) or not isinstance(doc.get("id"), str):
+        return None
+    return {k: str(doc.get(k, "")) for k in ("id", "if", "node", "since")}
+
+
 def _holder(response: object) -> Owner | None:
     kvs = _kvs(response)
-    return parse_lease(unb64(kvs[0].get("value", ""))) if kvs else None
+    doc = _lease_doc(kvs[0]) if kvs else None
+    return (doc["id"], doc["if"]) if doc else None
+
+
+def _expected(owner: Owner, record: OwnerRecord | None) -> dict[IPAddress, str]:
+    """The value each of ``record``'s address keys should hold."""
+    if record is None:
+        return {}
+    value = lease_value(owner, record.node, record.since)
+    return dict.fromkeys(record.ips, value)
 
 
 class _Picker:

@@ -60,13 +60,8 @@ def file_leases(data_dir: str, network: str, node: str) -> list[Lease]:
 
 
 def etcd_leases(store: EtcdStore) -> list[Lease]:
-    """Every lease key, with the node and time its attachment's record gives."""
-    records = dict(store.records())
-    out = []
-    for ip, owner in store.leases():
-        record = records.get(owner)
-        node, since = (record.node, record.since) if record else ("?", "?")
-        out.append(Lease(ip, owner[0], owner[1], node, since))
+    """Every lease key: each names its holder, its node and since when."""
+    out = [Lease(ip, d["id"], d["if"], d["node"], d["since"]) for ip, d in store.leases()]
     return sorted(out, key=_order)
 
 
@@ -86,7 +81,7 @@ def copy_to_etcd(
 ) -> CopyReport:
     """Copy a node's file leases into etcd; refuse all on any conflict."""
     report = CopyReport()
-    held = dict(store.leases())
+    held = {ip: (doc["id"], doc["if"]) for ip, doc in store.leases()}
     records = dict(store.records())
     wanted: dict[Owner, list[Lease]] = {}
     for lease in leases:

@@ -50,10 +50,15 @@ def addresses(result: dict[str, Any]) -> list[str]:
     return [ip["address"] for ip in result["ips"]]
 
 
-def leases(cluster: etcdrig.EtcdCluster, net: Net) -> dict[str, str]:
-    """address key -> holder, read by the rig (not by the code under test)."""
+def lease_docs(cluster: etcdrig.EtcdCluster, net: Net) -> dict[str, Any]:
+    """address key -> its value, read by the rig (not by the code under test)."""
     base = f"{net.prefix}/{NET}/ips/"
-    return {k[len(base) :]: v for k, v in cluster.get_prefix(base).items()}
+    return {k[len(base) :]: json.loads(v) for k, v in cluster.get_prefix(base).items()}
+
+
+def leases(cluster: etcdrig.EtcdCluster, net: Net) -> dict[str, str]:
+    """address key -> holder as host-local writes it, ``containerID\r\nifname``."""
+    return {k: f"{v['id']}\r\n{v['if']}" for k, v in lease_docs(cluster, net).items()}
 
 
 def owners(cluster: etcdrig.EtcdCluster, net: Net) -> dict[str, Any]:

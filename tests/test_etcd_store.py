@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from conformance import etcdrig
-from tests.etcd_helpers import NET, Net, addresses, call, leases, ok, owners
+from tests.etcd_helpers import NET, Net, addresses, call, lease_docs, leases, ok, owners
 from tests.ipam_helpers import SEED_RANGES
 from tests.rig import CNIBIN, Netns, one_json
 from tests.shapes import check_error, check_result
@@ -47,6 +47,8 @@ def test_dual_stack_add_check_del(etcd: etcdrig.EtcdCluster, pod: Netns) -> None
     record = owners(etcd, net)["ctr1/net1"]
     assert record["ips"] == ["203.0.113.10", "2001:db8:200::10"]
     assert record["node"] == "node-a" and record["since"].endswith("Z")
+    for doc in lease_docs(etcd, net).values():  # each key names its node, too
+        assert doc == {"id": "ctr1", "if": "net1", "node": "node-a", "since": record["since"]}
     ok(call("CHECK", net.conf(prevResult=result), pod))
     ok(call("DEL", net.conf(prevResult=result), pod))
     assert etcd.get_prefix(f"{net.prefix}/{NET}/ips/") == {}
@@ -119,6 +121,21 @@ def test_check_compares_the_leases_with_prev_result(etcd: etcdrig.EtcdCluster, p
     check_error(one_json(call("CHECK", net.conf(prevResult=wrong), pod).stdout), 120)
     check_error(one_json(call("CHECK", net.conf(prevResult=result), pod, cid="x").stdout), 120)
     ok(call("CHECK", net.conf(prevResult=result), pod))
+
+
+def test_del_frees_only_the_keys_that_name_its_owner(etcd: etcdrig.EtcdCluster, pod: Netns) -> None:
+    """A lease key changed behind our back: one names someone else now (kept), one
+    names us in other words (freed). DEL never frees another holder's address."""
+    net = Net(etcd.endpoints)
+    ok(call("ADD", net.conf(), pod))
+    base = f"{net.prefix}/{NET}/ips/"
+    v4, v6 = "4/203.000.113.010", "6/2001:0db8:0200:0000:0000:0000:0000:0010"
+    other = {"id": "intruder", "if": "net1", "node": "node-z", "since": "2026-01-01T00:00:00Z"}
+    etcd.put(base + v4, json.dumps(other))
+    etcd.put(base + v6, json.dumps({"id": "ctr1", "if": "net1", "node": "node-a"}))
+    ok(call("DEL", net.conf(), pod))
+    assert lease_docs(etcd, net) == {v4: other}
+    assert owners(etcd, net) == {}
 
 
 def test_gc_frees_only_this_nodes_stale_attachments(etcd: etcdrig.EtcdCluster, pod: Netns) -> None:
