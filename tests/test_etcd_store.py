@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -136,6 +137,43 @@ def test_del_frees_only_the_keys_that_name_its_owner(etcd: etcdrig.EtcdCluster, 
     ok(call("DEL", net.conf(), pod))
     assert lease_docs(etcd, net) == {v4: other}
     assert owners(etcd, net) == {}
+
+
+def test_kill_9_mid_add_then_a_retry_leaks_nothing(etcd: etcdrig.EtcdCluster, pod: Netns) -> None:
+    """SIGKILL at random points of ADD: the runtime's retry gets one pair of addresses
+    (the one a killed commit made, if any), and DEL leaves nothing."""
+    import random
+    import signal
+
+    from tests.rig import plugin_env
+
+    net = Net(etcd.endpoints)
+    rng = random.Random(7)  # noqa: S311 - kill times, not secrets
+    for n in range(8):
+        cid = f"crash{n}"
+        env = {**plugin_env("ADD", CNI_CONTAINERID=cid, CNI_IFNAME="net1"), "CNI_NETNS": pod.path}
+        proc = subprocess.Popen(
+            [str(CNIBIN / "mh-ipam")],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
+        )
+        assert proc.stdin is not None
+        proc.stdin.write(json.dumps(net.conf()).encode())
+        proc.stdin.close()
+        time.sleep(rng.uniform(0.0, 0.25))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        retry = ok(call("ADD", net.conf(), pod, cid=cid))
+        held = leases(etcd, net)  # the earlier rounds' are DELeted: all here are cid's
+        assert set(held.values()) == {f"{cid}\r\nnet1"} and len(held) == 2
+        assert list(owners(etcd, net)) == [f"{cid}/net1"] and len(addresses(retry)) == 2
+        assert [ip["address"].split("/")[0] for ip in retry["ips"]] == owners(etcd, net)[
+            f"{cid}/net1"
+        ]["ips"]
+        ok(call("DEL", net.conf(), pod, cid=cid))
+    assert lease_docs(etcd, net) == {} and owners(etcd, net) == {}
 
 
 def test_gc_frees_only_this_nodes_stale_attachments(etcd: etcdrig.EtcdCluster, pod: Netns) -> None:
