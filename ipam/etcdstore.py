@@ -214,33 +214,39 @@ class EtcdStore:
         owner_key = b64(self.owner_key(owner))
         if record is None:
             compare = [_never_created(owner_key)]
-            since, node, ips = now(), self.node, []
+            since, node, held = now(), self.node, []
         else:
             compare = [_unchanged(owner_key, record.revision)]
-            since, node, ips = record.since, record.node, list(record.ips)
-        content = lease_value(owner, node, since)
-        success: list[Op] = []
+            since, node, held = record.since, record.node, list(record.ips)
+        ordered = sorted(picks.items())
+        new, success = self._lease_ops(owner, [ip for _, (ip, _) in ordered], node, since, held)
+        success += [_put(b64(self.cursor_key(i)), b64(str(ip))) for i, (ip, _) in ordered]
         failure = [self._get(self.owner_key(owner))]
-        for index, (ip, rng) in sorted(picks.items()):
-            key = b64(self.ip_key(ip))
-            compare.append(_never_created(key))
-            success += [_put(key, content), _put(b64(self.cursor_key(index)), b64(str(ip)))]
-            failure.append(self._window(ip, rng))
-            ips.append(ip)
-        success.append(_put(owner_key, b64(OwnerRecord.encode(ips, node, since))))
-        return self.client.txn(compare, success, failure)
+        failure += [self._window(ip, rng) for _, (ip, rng) in ordered]
+        return self.client.txn(compare + new, success, failure)
 
     def create(self, owner: Owner, ips: list[IPAddress], node: str, since: str) -> bool:
         """Write one attachment's keys if none exists yet (``multihome leases copy``)."""
-        content = lease_value(owner, node, since)
-        owner_key = b64(self.owner_key(owner))
-        compare = [_never_created(owner_key)]
-        success = [_put(owner_key, b64(OwnerRecord.encode(ips, node, since)))]
-        for ip in ips:
-            key = b64(self.ip_key(ip))
-            compare.append(_never_created(key))
-            success.append(_put(key, content))
+        compare, success = self._lease_ops(owner, ips, node, since)
+        compare.append(_never_created(b64(self.owner_key(owner))))
         return bool(self.client.txn(compare, success).get("succeeded"))
+
+    def _lease_ops(
+        self,
+        owner: Owner,
+        new: list[IPAddress],
+        node: str,
+        since: str,
+        held: list[IPAddress] | None = None,
+    ) -> tuple[list[Op], list[Op]]:
+        """Compares that ``new``'s address keys do not exist yet, and the puts that make
+        them and the owner key naming ``held`` and ``new``."""
+        content = lease_value(owner, node, since)
+        keys = [b64(self.ip_key(ip)) for ip in new]
+        record = OwnerRecord.encode([*(held or []), *new], node, since)
+        success = [_put(key, content) for key in keys]
+        success.append(_put(b64(self.owner_key(owner)), b64(record)))
+        return [_never_created(key) for key in keys], success
 
     # ---- DEL, CHECK, GC --------------------------------------------------
 

@@ -65,8 +65,12 @@ def etcd_leases(store: EtcdStore) -> list[Lease]:
     return sorted(out, key=_order)
 
 
+def _ip_order(ip: IPAddress) -> tuple[int, int]:
+    return ip.version, int(ip)
+
+
 def _order(lease: Lease) -> tuple[int, int]:
-    return lease.ip.version, int(lease.ip)
+    return _ip_order(lease.ip)
 
 
 @dataclass
@@ -74,6 +78,7 @@ class CopyReport:
     copied: list[Owner] = field(default_factory=list)
     present: list[Owner] = field(default_factory=list)  # in etcd already, the same
     conflicts: list[str] = field(default_factory=list)
+    leases: int = 0  # copied, or to copy on a dry run
 
 
 def copy_to_etcd(
@@ -102,16 +107,17 @@ def copy_to_etcd(
         wanted.setdefault(owner, []).append(lease)
     for owner, group in wanted.items():
         record = records.get(owner)
-        ips = sorted({g.ip for g in group}, key=lambda ip: (ip.version, int(ip)))
+        ips = sorted({g.ip for g in group}, key=_ip_order)
         if record is None:
             continue
-        if sorted(record.ips, key=lambda ip: (ip.version, int(ip))) == ips:
+        if sorted(record.ips, key=_ip_order) == ips:
             report.present.append(owner)
         else:
             report.conflicts.append(
                 f"{owner[0]}/{owner[1]}: holds {', '.join(map(str, ips))} here, "
                 f"{', '.join(map(str, record.ips)) or 'nothing'} in etcd"
             )
+    report.leases = sum(len(g) for o, g in wanted.items() if o not in report.present)
     if report.conflicts or dry_run:
         return report
     for owner, group in wanted.items():
@@ -273,13 +279,8 @@ def copy_command(where: Where, dry_run: bool, legacy_ifname: str) -> int:
         print(f"multihome leases: refused; {done or 'nothing written'}", file=sys.stderr)
         return 1
     verb = "would copy" if dry_run else "copied"
-    count = len(found) - sum(
-        1
-        for lease in found
-        if (lease.container_id, lease.ifname or legacy_ifname) in report.present
-    )
     print(
-        f"{where.network}: {verb} {count} leases of node {where.node} from {where.data_dir} "
-        f"to etcd ({len(report.present)} attachments were there already)"
+        f"{where.network}: {verb} {report.leases} leases of node {where.node} "
+        f"from {where.data_dir} to etcd ({len(report.present)} attachments were there already)"
     )
     return 0
