@@ -10,8 +10,9 @@ addresses it already holds. Nothing here touches a file.
 from __future__ import annotations
 
 import bisect
+import functools
 import ipaddress
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Protocol
 
 from multihome.lib.errors import CNIError
@@ -114,7 +115,7 @@ def in_use(ip: IPAddress) -> CNIError:
 class SetPlan:
     """What range set ``index`` offers an owner: its requested IP, or its candidates."""
 
-    def __init__(self, pool: Pool, index: int, last: IPAddress | None) -> None:
+    def __init__(self, pool: Pool, index: int, last: Callable[[], IPAddress | None]) -> None:
         self.index = index
         self.rset = pool.range_sets[index]
         excluded = Excluded(pool.exclude, self.rset[0].version)
@@ -130,7 +131,7 @@ class SetPlan:
             rng = _check_requested(pool, self.requested, index, excluded)
             self.candidates: Iterator[tuple[IPAddress, Range]] = iter([(self.requested, rng)])
         else:
-            self.candidates = candidates(self.rset, excluded, last)
+            self.candidates = _after(self.rset, excluded, last)
 
     def held(self, owner: Owner, held: list[IPAddress]) -> tuple[IPAddress, Range] | None:
         """What ``owner`` already holds in this set (a repeated ADD keeps it)."""
@@ -148,6 +149,14 @@ class SetPlan:
     def taken(self) -> CNIError:
         """The error for a set none of whose candidates could be had."""
         return in_use(self.requested) if self.requested is not None else exhausted(self.rset)
+
+
+def _after(
+    rset: list[Range], excluded: Excluded, last: Callable[[], IPAddress | None]
+) -> Iterator[tuple[IPAddress, Range]]:
+    """``candidates``, reading ``last`` only when the first one is asked for (a held
+    set, or a requested IP, never needs it)."""
+    yield from candidates(rset, excluded, last())
 
 
 def check_requested(pool: Pool) -> None:
@@ -168,7 +177,7 @@ def allocate(pool: Pool, store: Store, owner: Owner) -> list[tuple[IPAddress, Ra
     out: list[tuple[IPAddress, Range]] = []
     try:
         for index in range(len(pool.range_sets)):
-            plan = SetPlan(pool, index, store.last_reserved(index))
+            plan = SetPlan(pool, index, functools.partial(store.last_reserved, index))
             kept = plan.held(owner, held)
             if kept is not None:
                 out.append(kept)

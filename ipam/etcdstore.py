@@ -28,6 +28,7 @@ stale DEL never frees an address somebody else holds now.
 from __future__ import annotations
 
 import collections
+import functools
 import ipaddress
 import time
 import zlib
@@ -154,7 +155,10 @@ class EtcdStore:
         allocator.check_requested(pool)
         count = len(pool.range_sets)
         record, cursors = self._survey(owner, count)
-        plans = [allocator.SetPlan(pool, i, cursors[i]) for i in range(count)]
+        plans = [
+            allocator.SetPlan(pool, i, functools.partial(cursors.__getitem__, i))
+            for i in range(count)
+        ]
         pickers = {plan.index: _Picker(plan, owner) for plan in plans}
         deadline = time.monotonic() + self.timeout
         for _ in range(MAX_CONFLICTS):

@@ -173,3 +173,20 @@ def test_property_unique_in_range_never_excluded(
             break
     assert len(got) == len(set(got)) == min(count, len(usable))
     assert set(got) <= set(usable)
+
+
+def test_last_reserved_is_read_only_for_a_set_that_needs_a_candidate() -> None:
+    """A requested IP or an address the owner holds already costs no cursor read."""
+    reads: list[int] = []
+
+    class Counting(MemoryStore):
+        def last_reserved(self, set_index: int) -> ipaddress.IPv4Address | None:
+            reads.append(set_index)
+            return None
+
+    store = Counting()
+    p = config.load(request({"ranges": SEED_RANGES}, cni_args={"IP": "203.0.113.20"}))
+    allocator.allocate(p, store, ("a", "net1"))
+    assert reads == [1]  # set 0 was requested
+    allocator.allocate(p, store, ("a", "net1"))  # a repeated ADD: both sets held
+    assert reads == [1]

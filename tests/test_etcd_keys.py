@@ -68,7 +68,7 @@ def test_a_picker_spreads_out_after_conflicts_but_never_loses_a_free_address() -
     from tests.ipam_helpers import request
 
     pool = config.load(request({"ranges": [[{"subnet": "10.5.0.0/27"}]]}))  # .1 gateway
-    picker = _Picker(allocator.SetPlan(pool, 0, None), ("ctr", "net1"))
+    picker = _Picker(allocator.SetPlan(pool, 0, lambda: None), ("ctr", "net1"))
     got = []
     for _ in range(29):  # .2 .. .30: every free address, each "taken" once tried
         ip, _ = picker.current()
