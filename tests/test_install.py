@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -82,10 +83,19 @@ def test_upgrade_while_plugins_run(tmp_path: Path) -> None:
     threads = [threading.Thread(target=hammer) for _ in range(2)]
     for t in threads:
         t.start()
+    def runs_after(start: int, more: int) -> None:
+        # A frozen start-up takes about a second on a loaded 2-core CI machine; how many
+        # runs fit into one install is not the point. Each new version must serve runs.
+        deadline = time.monotonic() + 60
+        while runs[0] < start + more and time.monotonic() < deadline:
+            time.sleep(0.05)
+
     try:
         for tag in ("v2", "v3", "v4"):
+            started = runs[0]
             changes = install.install(variant(tmp_path, tag), dest)
             assert any("current ->" in c for c in changes)
+            runs_after(started, 2)
     finally:
         stop.set()
         for t in threads:
