@@ -83,6 +83,7 @@ def test_upgrade_while_plugins_run(tmp_path: Path) -> None:
     threads = [threading.Thread(target=hammer) for _ in range(2)]
     for t in threads:
         t.start()
+
     def runs_after(start: int, more: int) -> None:
         # A frozen start-up takes about a second on a loaded 2-core CI machine; how many
         # runs fit into one install is not the point. Each new version must serve runs.
