@@ -142,12 +142,12 @@ def fill_etcd(endpoints: list[str], count: int) -> None:
     """``count`` leases, written as ``multihome leases copy`` writes them."""
     from multihome.ipam.config import EtcdSettings
     from multihome.ipam.etcdclient import b64
-    from multihome.ipam.etcdstore import EtcdStore, now
+    from multihome.ipam.etcdstore import EtcdStore, stamp
 
     store = EtcdStore(EtcdSettings(tuple(endpoints), "/multihome/ipam", 10.0, "bench"), STORE_NET)
     base = int(ipaddress.ip_address("10.30.0.2"))
     for i in range(count):
-        store.create((f"old{i}", "eth0"), [ipaddress.ip_address(base + i)], "bench", now())
+        store.create((f"old{i}", "eth0"), [ipaddress.ip_address(base + i)], "bench", stamp())
     # The cursor, as the file store's last_reserved_ip.0 has it.
     last = str(ipaddress.ip_address(base + count - 1))
     put = {"request_put": {"key": b64(store.cursor_key(0)), "value": b64(last)}}

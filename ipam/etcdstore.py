@@ -66,8 +66,9 @@ def ip_from_key(suffix: str) -> IPAddress | None:
     return None
 
 
-def now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+def stamp(seconds: float | None = None) -> str:
+    """A lease's ``since``: UTC, to the second; now unless ``seconds`` is given."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
 
 
 def _kvs(response: object) -> list[dict[str, str]]:
@@ -218,7 +219,7 @@ class EtcdStore:
         owner_key = b64(self.owner_key(owner))
         if record is None:
             compare = [_never_created(owner_key)]
-            since, node, held = now(), self.node, []
+            since, node, held = stamp(), self.node, []
         else:
             compare = [_unchanged(owner_key, record.revision)]
             since, node, held = record.since, record.node, list(record.ips)

@@ -12,13 +12,12 @@ the copy again skips what is already there.
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass, field
 
 from multihome.lib.models import IPAddress
 
 from .config import EtcdSettings
-from .etcdstore import EtcdStore
+from .etcdstore import EtcdStore, stamp
 from .store import FileStore, Owner
 
 
@@ -40,10 +39,6 @@ class Lease:
         }
 
 
-def _stamp(seconds: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
-
-
 def file_leases(data_dir: str, network: str, node: str) -> list[Lease]:
     """A node's file store; ``since`` is the lease file's modification time."""
     if not os.path.isdir(os.path.join(data_dir, network)):
@@ -55,7 +50,7 @@ def file_leases(data_dir: str, network: str, node: str) -> list[Lease]:
                 mtime = os.stat(str(ip), dir_fd=store.dfd, follow_symlinks=False).st_mtime
             except FileNotFoundError:
                 continue
-            out.append(Lease(ip, cid, ifname, node, _stamp(mtime)))
+            out.append(Lease(ip, cid, ifname, node, stamp(mtime)))
     return sorted(out, key=_order)
 
 
