@@ -35,11 +35,7 @@ REFERENCE = Path("/usr/lib/cni/host-local")
 NET = "bench16"
 
 
-def make_store(data_dir: Path, leases: int) -> None:
-    make_store_named(data_dir, leases, NET, "10.20.0.2")
-
-
-def make_store_named(data_dir: Path, leases: int, net: str, first: str) -> None:
+def make_store(data_dir: Path, leases: int, net: str = NET, first: str = "10.20.0.2") -> None:
     netdir = data_dir / net
     netdir.mkdir(parents=True)
     base = int(ipaddress.ip_address(first))
@@ -181,7 +177,7 @@ def run_stores(rounds: int, netns: str, leases: int = 1000) -> dict[str, object]
     out: dict[str, object] = {"binary": str(binary), "leases": leases, "rounds": rounds}
     with tempfile.TemporaryDirectory(prefix="mhbench") as tmp:
         data_dir = Path(tmp) / "data"
-        make_store_named(data_dir, leases, STORE_NET, "10.30.0.2")
+        make_store(data_dir, leases, STORE_NET, "10.30.0.2")
         out["file"] = time_store(store_config(None, data_dir), binary, netns, rounds)
         if etcdrig.missing():
             out["etcd"] = f"skipped: {etcdrig.missing()}"
