@@ -102,9 +102,9 @@ def copy_to_etcd(
         wanted.setdefault(owner, []).append(lease)
     for owner, group in wanted.items():
         record = records.get(owner)
-        ips = sorted({g.ip for g in group}, key=_ip_order)
         if record is None:
             continue
+        ips = sorted({g.ip for g in group}, key=_ip_order)
         if sorted(record.ips, key=_ip_order) == ips:
             report.present.append(owner)
         else:
