@@ -101,7 +101,7 @@ def main() -> int:
         {
             "entry": str(ROOT / "packaging" / "bundle_entry.py"),
             "pkgroot": str(pkgroot),
-            "hidden": [*registry.PLUGINS.values(), "multihome.lib.cli"],
+            "hidden": [*registry.PLUGINS.values(), "multihome.lib.cli", "multihome.lib.lint"],
             "exclude": EXCLUDE,
         }
     )

@@ -1,28 +1,14 @@
-"""``multihome lint``: find the faults in a NetworkAttachmentDefinition or a conflist.
-
-Each finding names its place (``file:line``) and says what is wrong:
-
-- ``spec.config`` that is not JSON (``#`` comments, placeholders); Multus rejects it.
-  A commented config is analysed further with the comments taken out.
-- keys the plugin does not know, or would ignore (``mac`` on ipvlan);
-- route sets that send private or link-local ranges through the secondary
-  gateway, or that look like "all public space" but leave some of it out;
-- overlapping IPAM ranges, gateways outside their subnet, a missing master;
-- a per-node IPAM store in a pool that every node shares.
-
-Reference types (``macvlan``, ``host-local``, ``sbr`` ...) are checked against
-their multihome drop-ins, whose keys are a superset.
-"""
+"""The checks on a parsed CNI config: one place for ``multihome lint`` and its callers."""
 
 from __future__ import annotations
 
 import ipaddress
-import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import netaddr
+
+from .source import Source
 
 PRIVATE = {
     "10.0.0.0/8": "private (RFC 1918)",
@@ -95,41 +81,6 @@ def known_keys() -> dict[str, set[str]]:
         "ipam:mh-ipam": _model_keys(IPAMConf),
         "ipam:mh-static": _model_keys(StaticIPAM),
     }
-
-
-# ---- locating things in the source ----------------------------------------------------
-
-
-class Source:
-    """The text of a JSON config and where it starts in the file, for line numbers."""
-
-    def __init__(self, raw: str, first_line: int) -> None:
-        self.raw = raw
-        self.first_line = first_line
-
-    def line_of(self, needle: str, start: int = 0) -> int:
-        index = self.raw.find(needle, start)
-        return self.first_line + (self.raw.count("\n", 0, index) if index >= 0 else 0)
-
-
-def strip_comments(text: str) -> tuple[str, list[int]]:
-    """Drop ``#`` comments outside JSON strings; return the text and their offsets."""
-    out, found, in_string, escaped, i = [], [], False, False, 0
-    while i < len(text):
-        ch = text[i]
-        if in_string:
-            escaped = not escaped and ch == "\\"
-            in_string = escaped or ch != '"'
-        elif ch == '"':
-            in_string = True
-        elif ch == "#":
-            found.append(i)
-            while i < len(text) and text[i] != "\n":
-                i += 1
-            continue
-        out.append(ch)
-        i += 1
-    return "".join(out), found
 
 
 # ---- checks on a parsed config --------------------------------------------------------
@@ -249,7 +200,7 @@ def _check_store(ipam: dict[str, Any], src: Source) -> list[Finding]:
     from multihome.ipam.config import LeaseStoreConf, TLSConf, etcd_settings
     from multihome.lib.models import describe
 
-    from .errors import CNIError
+    from ..errors import CNIError
 
     line = src.line_of('"store"')
     out = []
@@ -372,89 +323,3 @@ def check_config(conf: Any, src: Source, namespace: str = "", nad: bool = False)
                 )
         out += _check_routes(plugin.get("addroutes") or [], src)
     return out
-
-
-# ---- files ------------------------------------------------------------------------------
-
-
-def _strip_raw_comments(raw: str) -> tuple[str, list[int]]:
-    """Take ``#`` comments out of the scalar's source lines (YAML would fold them in)."""
-    lines, found = [], []
-    for number, line in enumerate(raw.split("\n")):
-        cleaned, comments = strip_comments(line)
-        if comments:
-            found.append(number)
-        lines.append(cleaned)
-    return "\n".join(lines), found
-
-
-def _nad_findings(node: Any, namespace: str) -> list[Finding]:
-    import yaml
-
-    mark = node.start_mark
-    raw = mark.buffer[mark.pointer : node.end_mark.pointer] if mark.buffer else node.value
-    src = Source(raw, mark.line + 1)
-    out: list[Finding] = []
-    text = node.value
-    cleaned_raw, comment_lines = _strip_raw_comments(raw)
-    for number in comment_lines:
-        comment = raw.split("\n")[number].split("#", 1)[1].strip()
-        out.append(
-            Finding(
-                "error",
-                src.first_line + number,
-                "spec.config is not JSON: a "
-                f"comment ('# {comment[:40]}'); Multus rejects the whole network",
-            )
-        )
-    if comment_lines:
-        text = str(yaml.safe_load(cleaned_raw))  # the same scalar, without the comments
-    try:
-        conf = json.loads(text)
-    except ValueError as exc:
-        pos = getattr(exc, "pos", 0)
-        token = text[pos : pos + 12].strip()
-        line = src.line_of(token) if token and token in raw else src.first_line
-        out.append(Finding("error", line, f"spec.config is not JSON near {token!r}: {exc}"))
-        return out
-    return out + check_config(conf, src, namespace, nad=True)
-
-
-def lint_file(path: Path) -> list[Finding]:
-    text = path.read_text()
-    if path.suffix in (".conflist", ".conf", ".json"):
-        try:
-            conf = json.loads(text)
-        except ValueError as exc:
-            return [Finding("error", getattr(exc, "lineno", 1), f"not JSON: {exc}")]
-        return check_config(conf, Source(text, 1))
-    import yaml
-
-    out: list[Finding] = []
-    try:
-        documents = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        return [Finding("error", mark.line + 1 if mark else 1, f"not YAML: {exc}")]
-    for doc in documents:
-        if doc is None or not isinstance(doc, yaml.MappingNode):
-            continue
-        data = {k.value: v for k, v in doc.value if isinstance(k, yaml.ScalarNode)}
-        if "kind" not in data or data["kind"].value != "NetworkAttachmentDefinition":
-            continue
-        meta = {k.value: v for k, v in getattr(data.get("metadata"), "value", [])}
-        namespace = meta["namespace"].value if "namespace" in meta else ""
-        spec = {k.value: v for k, v in getattr(data.get("spec"), "value", [])}
-        config = spec.get("config")
-        if not isinstance(config, yaml.ScalarNode):
-            out.append(Finding("error", doc.start_mark.line + 1, "no spec.config"))
-            continue
-        out += _nad_findings(config, namespace)
-    return out
-
-
-def format_findings(path: str, findings: list[Finding]) -> str:
-    return "\n".join(
-        f"{path}:{f.line}: {f.level}: {f.message}"
-        for f in sorted(findings, key=lambda f: (f.line, f.level))
-    )
