@@ -36,25 +36,35 @@ def _peer_uid(conn: socket.socket) -> int:
     return int(_CRED.unpack(creds)[1])
 
 
-def _recv_request(conn: socket.socket) -> tuple[tuple[str, str, dict[str, str], bytes], list[int]]:
-    fds = array.array("i")
-    head, ancdata, _, _ = conn.recvmsg(wire.REQUEST_HEAD, socket.CMSG_LEN(2 * fds.itemsize))
+def _recv_request(conn: socket.socket, fds: list[int]) -> tuple[str, str, dict[str, str], bytes]:
+    """Read one request; the descriptors it carried go into ``fds`` at once.
+
+    The caller owns ``fds`` from the moment ``recvmsg`` returns and closes them
+    whatever happens next: a request that ends early or speaks another protocol
+    must not keep the pod's namespace alive. Descriptors beyond the two a
+    request carries are closed here.
+    """
+    got = array.array("i")
+    head, ancdata, _, _ = conn.recvmsg(wire.REQUEST_HEAD, socket.CMSG_SPACE(2 * got.itemsize))
     for level, kind, data in ancdata:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
+            got.frombytes(data[: len(data) - len(data) % got.itemsize])
+    fds.extend(got[:2])
+    for extra in got[2:]:
+        os.close(extra)
     while len(head) < wire.REQUEST_HEAD:
         more = conn.recv(wire.REQUEST_HEAD - len(head))
         if not more:
             raise ConnectionError("short request")
         head += more
     size = wire.request_size(head)
-    body = b""
+    body = bytearray()
     while len(body) < size:
         more = conn.recv(min(size - len(body), 1 << 20))
         if not more:
             raise ConnectionError("short request")
         body += more
-    return wire.unpack_request(head, body), list(fds)
+    return wire.unpack_request(head, bytes(body))
 
 
 @contextlib.contextmanager
@@ -105,7 +115,7 @@ class Daemon:
             if _peer_uid(conn) != 0:
                 log.log("refused a connection from a non-root peer")
                 return
-            (build, name, env, stdin), fds = _recv_request(conn)
+            build, name, env, stdin = _recv_request(conn, fds)
             if build != self.build:
                 reason = f"daemon is {self.build!r}, shim is {build!r}: running in-process\n"
                 conn.sendall(wire.pack_reply(wire.REFUSED, b"", reason.encode()))
