@@ -117,12 +117,17 @@ def configure(sock: rtnl.Rtnl, index: int, ifname: str, result: Result, dad: str
 def install_routes(
     sock: rtnl.Rtnl, index: int, ifname: str, routes: list[Route], default_gw: dict[int, IPAddress]
 ) -> None:
-    """Routes via ``ifname``; a repeated destination becomes an extra path (ECMP)."""
+    """Routes via ``ifname``; a repeated destination becomes an extra path (ECMP).
+
+    As the reference's ``ConfigureIface``, without NLM_F_EXCL: a default route via
+    ``ifname`` in a pod whose eth0 has one lands ahead of eth0's. It goes with the
+    link on DEL, and eth0's stays.
+    """
     seen: set[tuple[object, ...]] = set()
     requests, what = [], []
     for route in routes:
         spec = route_spec(route, index, default_gw)
-        requests.append(rtnl.route_add(spec, append=spec.key() in seen))
+        requests.append(rtnl.route_add(spec, append=spec.key() in seen, exclusive=False))
         seen.add(spec.key())
         what.append(f"adding route {route.dst} via {spec.gw or ifname}")
     raise_first(sock.batch(requests), what)
