@@ -102,16 +102,44 @@ class Request:
         """GC's (containerID, ifname) pairs; None when the runtime sent no list.
 
         Spec 1.1 names the key ``cni.dev/valid-attachments``; libcni v1.2.0-2
-        sent only that, v1.2.3+ also the older ``cni.dev/attachments``.
+        sent only that, v1.2.3+ also the older ``cni.dev/attachments``. The
+        list says what to keep, so a malformed one is refused (code 7), never
+        read as shorter: an entry dropped here would be freed.
         """
+        found = None
         for key in ("cni.dev/valid-attachments", "cni.dev/attachments"):
-            items = self.conf.get(key)
-            if isinstance(items, list):
-                pairs = []
-                for item in items:
-                    if isinstance(item, dict):
-                        pairs.append(
-                            (str(item.get("containerID", "")), str(item.get("ifname", "")))
-                        )
-                return pairs
-        return None
+            if key in self.conf:
+                pairs = _attachments(key, self.conf[key])
+                found = pairs if found is None else found
+        return found
+
+
+def _attachments(key: str, items: object) -> list[tuple[str, str]]:
+    """The pairs of one attachment list; code 7 naming the first bad entry."""
+    from .errors import INVALID_CONFIG, CNIError
+
+    shape = 'a list of {"containerID": ..., "ifname": ...} objects'
+    if not isinstance(items, list):
+        raise CNIError(
+            INVALID_CONFIG, f"{key} must be {shape}", f"got {_show(items)}: nothing released"
+        )
+    pairs = []
+    for i, item in enumerate(items):
+        cid = item.get("containerID") if isinstance(item, dict) else None
+        ifname = item.get("ifname") if isinstance(item, dict) else None
+        if not (isinstance(cid, str) and cid and isinstance(ifname, str) and ifname):
+            raise CNIError(
+                INVALID_CONFIG,
+                f"{key}[{i}] is not a valid attachment: {_show(item)}",
+                "each entry must be an object with non-empty string keys containerID "
+                "and ifname (exact case); nothing released",
+            )
+        pairs.append((cid, ifname))
+    return pairs
+
+
+def _show(value: object) -> str:
+    from . import jsonfast
+
+    text = jsonfast.dumps(value)
+    return text if len(text) <= 120 else text[:117] + "..."

@@ -358,6 +358,7 @@ class LinkPlugin:
             delegate.status(conf.ipam_type, req)
 
     def gc(self, req: Request) -> None:
+        req.valid_attachments()  # refuse a malformed list here too, whatever the IPAM
         conf = parse(LinkConf, req.conf)
         if conf.ipam_type:
             delegate.gc(conf.ipam_type, req)
