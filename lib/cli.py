@@ -76,14 +76,21 @@ def _cmd_lint(ns: argparse.Namespace) -> int:
 
 
 def _cmd_daemon(ns: argparse.Namespace) -> int:
-    from . import daemon, log, shim
+    from . import log
+    from .thick import daemon, shim
 
     log.configure("multihome-daemon")
     stall = dict(item.split("=", 1) for item in ns.test_stall)
     daemon.Daemon(
         ns.socket or shim.DEFAULT_SOCKET, {k: float(v) for k, v in stall.items()}
-    ).serve_forever()
+    ).serve_forever(ns.grace)
     return 0
+
+
+def _cmd_probe(ns: argparse.Namespace) -> int:
+    from .thick import probe, shim
+
+    return probe.main(ns.socket or shim.DEFAULT_SOCKET)
 
 
 def _cmd_leases(ns: argparse.Namespace) -> int:
@@ -193,7 +200,22 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PLUGIN=SECONDS",
         help=argparse.SUPPRESS,
     )
+    dmn.add_argument(
+        "--grace",
+        type=float,
+        default=25.0,
+        help="on SIGTERM, how long in-flight calls may take to finish (default 25 s)",
+    )
     dmn.set_defaults(func=_cmd_daemon)
+    prb = sub.add_parser(
+        "probe",
+        help="exit 0 when the daemon answers a real call on its socket (a DaemonSet probe)",
+        description="Send the daemon a STATUS call of the built-in mh-noop plugin, as a "
+        "shim would. Exits 1 when there is no daemon, a stale socket, a daemon of another "
+        "build, or the call fails.",
+    )
+    prb.add_argument("--socket", help="default /run/multihome/multihome.sock")
+    prb.set_defaults(func=_cmd_probe)
     lea = sub.add_parser(
         "leases",
         help="list a network's leases (file store or etcd), or copy a node's into etcd",

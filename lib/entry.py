@@ -26,8 +26,8 @@ def _via_daemon(name: str, env: dict[str, str], stdin: bytes) -> tuple[int, byte
     command = env.get("CNI_COMMAND", "")
     if not command or command == "VERSION":
         return None  # answered here at once
-    from . import shim, wire
     from .buildinfo import build_id
+    from .thick import shim, wire
 
     path = env.get("MULTIHOME_SOCKET") or shim.DEFAULT_SOCKET
     reply = shim.call(path, build_id(), name, env, stdin)

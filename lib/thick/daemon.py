@@ -19,14 +19,14 @@ import os
 import signal
 import socket
 import struct
-import sys
 import threading
 import time
 from collections.abc import Iterator
 
-from . import jsonfast, log, netns, nsfd, registry, skel, wire
-from .buildinfo import build_id
-from .errors import INTERNAL, CNIError
+from .. import jsonfast, log, netns, nsfd, registry, skel
+from ..buildinfo import build_id
+from ..errors import INTERNAL, CNIError
+from . import wire
 
 _CRED = struct.Struct("3i")
 
@@ -94,7 +94,7 @@ class Daemon:
     def warm(self) -> None:
         for name in registry.PLUGINS:
             registry.load(name)
-        from . import delegate, ifconfig, result  # noqa: F401 - the imports are the point
+        from .. import delegate, ifconfig, result  # noqa: F401 - the imports are the point
 
     def listen(self) -> socket.socket:
         os.makedirs(os.path.dirname(self.path) or ".", mode=0o700, exist_ok=True)
@@ -118,6 +118,7 @@ class Daemon:
             build, name, env, stdin = _recv_request(conn, fds)
             if build != self.build:
                 reason = f"daemon is {self.build!r}, shim is {build!r}: running in-process\n"
+                log.log(f"refused a call of another build: shim {build!r}")
                 conn.sendall(wire.pack_reply(wire.REFUSED, b"", reason.encode()))
                 return
             conn.sendall(wire.pack_reply(*self._serve(name, env, stdin, fds)))
@@ -135,6 +136,7 @@ class Daemon:
         self, name: str, env: dict[str, str], stdin: bytes, fds: list[int]
     ) -> tuple[int, bytes, bytes]:
         if name in self.stall:
+            log.log(f"test stall: {name} waits {self.stall[name]:g} s")
             time.sleep(self.stall[name])
         netns = env.get("CNI_NETNS", "")
         if len(fds) > 1 and netns:
@@ -151,16 +153,55 @@ class Daemon:
         )
         return code, out, (err + "".join(lines)).encode()
 
-    def serve_forever(self) -> None:
+    def serve_forever(self, grace: float = 25.0) -> None:
+        """Serve until SIGTERM or SIGINT, then stop as a DaemonSet's pod should.
+
+        Stopping: remove the socket first (shims that come later find no
+        daemon and run the plugin themselves), serve the connections already
+        queued, close, then give the calls in flight up to ``grace`` seconds.
+        """
         self.warm()
         sock = self.listen()
+        stopping: list[int] = []
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda signum, _: stopping.append(signum))
         log.log(f"serving on {self.path} ({self.build})")
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        workers: list[threading.Thread] = []
+        sock.settimeout(0.2)  # how soon a signal is noticed; a connection is taken at once
         try:
-            while True:
-                conn, _ = sock.accept()
-                threading.Thread(target=self.handle, args=(conn,), daemon=True).start()
+            while not stopping:
+                try:
+                    conn, _ = sock.accept()
+                except TimeoutError:
+                    continue
+                workers = [w for w in workers if w.is_alive()]
+                workers.append(self._start(conn))
+            log.log(f"stopping (signal {stopping[0]}): {self.path} removed")
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+            time.sleep(0.1)  # a shim that found the path just before it was removed
+            sock.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                while True:
+                    workers.append(self._start(sock.accept()[0]))
         finally:
             sock.close()
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.path)
+        self._finish(workers, grace)
+
+    def _start(self, conn: socket.socket) -> threading.Thread:
+        conn.setblocking(True)
+        worker = threading.Thread(target=self.handle, args=(conn,), daemon=True)
+        worker.start()
+        return worker
+
+    def _finish(self, workers: list[threading.Thread], grace: float) -> None:
+        deadline = time.monotonic() + grace
+        for worker in workers:
+            worker.join(max(0.0, deadline - time.monotonic()))
+        left = sum(w.is_alive() for w in workers)
+        if left:
+            log.log(f"stopped after {grace:g} s with {left} calls still running")
+        else:
+            log.log(f"stopped: every call finished ({self.served} served)")
