@@ -9,6 +9,11 @@ PY := $(VENV)/bin/python
 BUILD := build
 CNIBIN := $(BUILD)/cni-bin
 CNITOOL := $(BUILD)/cnitool
+# libcni 1.3.0 (spec 1.1.0: GC, STATUS) from Debian unstable's source package, built
+# with bookworm-backports' Go 1.23: conformance/cnitool13/getlibcni13.sh sets both up.
+CNITOOL13 := $(BUILD)/cnitool13
+LIBCNI13 := $(BUILD)/libcni13
+GO123 := /usr/lib/go-1.23/bin/go
 GOPATH_DEB := /usr/share/gocode
 PYTEST_ARGS ?=
 APT_PACKAGES := containernetworking-plugins golang-go golang-github-appc-cni-dev iproute2 \
@@ -43,10 +48,18 @@ $(CNIBIN)/.stamp: $(VENV)/.stamp packaging/devbin.py lib/registry.py
 	$(PY) packaging/devbin.py --dest $(CNIBIN) --pkgroot $(BUILD)/pkgroot
 	touch $@
 
-cnitool: $(CNITOOL)
+cnitool: $(CNITOOL) $(CNITOOL13)
 $(CNITOOL): conformance/cnitool/main.go | $(BUILD)/.deps
 	GO111MODULE=off GOPATH=$(GOPATH_DEB) GOCACHE=$(abspath $(BUILD))/gocache \
 		go build -o $@ ./conformance/cnitool
+
+$(LIBCNI13)/.stamp: conformance/cnitool13/getlibcni13.sh | $(BUILD)/.deps
+	conformance/cnitool13/getlibcni13.sh $(LIBCNI13)
+	touch $@
+
+$(CNITOOL13): conformance/cnitool13/main.go $(LIBCNI13)/.stamp
+	GO111MODULE=off GOTOOLCHAIN=local GOPATH=$(abspath $(LIBCNI13))/root$(GOPATH_DEB):$(GOPATH_DEB) \
+		GOCACHE=$(abspath $(BUILD))/gocache13 $(GO123) build -o $@ ./conformance/cnitool13
 
 test: bin cnitool
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -11,7 +11,17 @@ from pathlib import Path
 import pytest
 
 from conformance import etcdrig
-from tests.rig import CNIBIN, CNITOOL, REFERENCE_BIN, Cnitool, Netns, sh, unique
+from tests.rig import (
+    CNIBIN,
+    CNITOOL,
+    CNITOOL13,
+    REFERENCE_BIN,
+    Cnitool,
+    Netns,
+    cluster_eth0,
+    sh,
+    unique,
+)
 
 
 @functools.cache
@@ -125,10 +135,33 @@ def topo(netns_factory: Callable[[str], Netns]) -> Topology:
 
 
 @pytest.fixture
+def multus_topo(topo: Topology) -> Topology:
+    """``topo`` with a Multus-shaped pod: eth0 from a "cluster" network (addresses and
+    default routes, the node side in ``host``) before any of our plugins runs.
+    ``topo`` alone is a bare pod; a test that uses it needs one on purpose."""
+    cluster_eth0(topo.pod, topo.host)
+    return topo
+
+
+@pytest.fixture
 def cnitool(topo: Topology, tmp_path: Path) -> Cnitool:
     if not CNITOOL.exists():
         pytest.skip(f"needs_tool: {CNITOOL} is missing (run 'make cnitool')")
     return Cnitool(topo.host, tmp_path / "net.d", tmp_path / "cache", f"{CNIBIN}:{REFERENCE_BIN}")
+
+
+@pytest.fixture
+def cnitool13(topo: Topology, tmp_path: Path) -> Cnitool:
+    """The libcni 1.3.0 client (spec 1.1.0, GC, STATUS), in the same "host" namespace."""
+    if not CNITOOL13.exists():
+        pytest.skip(f"needs_tool: {CNITOOL13} is missing (run 'make cnitool')")
+    return Cnitool(
+        topo.host,
+        tmp_path / "net.d",
+        tmp_path / "cache13",
+        f"{CNIBIN}:{REFERENCE_BIN}",
+        tool=CNITOOL13,
+    )
 
 
 @pytest.fixture

@@ -19,6 +19,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # make test-dist points this at the frozen bundle's dist/cni-bin.
 CNIBIN = Path(os.environ.get("MULTIHOME_CNI_BIN", ROOT / "build" / "cni-bin")).resolve()
 CNITOOL = ROOT / "build" / "cnitool"
+# The same client on libcni 1.3.0 (spec 1.1.0: GC and STATUS); see conformance/cnitool13.
+CNITOOL13 = ROOT / "build" / "cnitool13"
 REFERENCE_BIN = Path("/usr/lib/cni")
 VERSIONS = ("0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
 _counter = itertools.count()
@@ -99,8 +101,11 @@ def one_json(out: bytes) -> Any:
 class Cnitool:
     """Runs build/cnitool (libcni) from inside the "host" namespace."""
 
-    def __init__(self, host: Netns, confdir: Path, cachedir: Path, cni_path: str) -> None:
+    def __init__(
+        self, host: Netns, confdir: Path, cachedir: Path, cni_path: str, tool: Path = CNITOOL
+    ) -> None:
         self.host = host
+        self.tool = tool
         self.confdir = confdir
         self.cachedir = cachedir
         self.cni_path = cni_path
@@ -139,7 +144,43 @@ class Cnitool:
             env["CNI_CONTAINERID"] = container_id
         env.update(extra_env or {})  # libcni passes its environment on to the plugins
         path = pod.path if isinstance(pod, Netns) else pod
-        return self.host.exec(str(CNITOOL), cmd, network, path, check=False, env=env)
+        argv = [str(self.tool), cmd, network] + ([path] if path else [])
+        return self.host.exec(*argv, check=False, env=env)
+
+
+# ---- Multus-shaped pods -------------------------------------------------------------
+# Under Multus a pod already has eth0 from the cluster network, with its addresses and
+# a default route, before any delegate runs (../shared/notes/multus-facts.md).
+
+
+def cluster_eth0(pod: Netns, node: Netns, n: int = 1) -> tuple[str, str]:
+    """Give ``pod`` the cluster network's eth0: a veth whose other end (the node side,
+    with the gateways 10.244.<n>.1 and fd00:10:244:<n>::1) is in ``node``; addresses
+    .5/::5 and a default route per family. Returns the pod's (IPv4, IPv6) addresses."""
+    node_end = unique("mhc")
+    pod.ip("link", "add", "eth0", "type", "veth", "peer", "name", node_end, "netns", node.name)
+    node.ip("addr", "add", f"10.244.{n}.1/24", "dev", node_end)
+    node.ip("addr", "add", f"fd00:10:244:{n}::1/64", "dev", node_end, "nodad")
+    node.ip("link", "set", node_end, "up")
+    pod.ip("addr", "add", f"10.244.{n}.5/24", "dev", "eth0")
+    pod.ip("addr", "add", f"fd00:10:244:{n}::5/64", "dev", "eth0", "nodad")
+    pod.ip("link", "set", "eth0", "up")
+    pod.ip("route", "add", "default", "via", f"10.244.{n}.1", "dev", "eth0")
+    pod.ip("-6", "route", "add", "default", "via", f"fd00:10:244:{n}::1", "dev", "eth0")
+    return f"10.244.{n}.5/24", f"fd00:10:244:{n}::5/64"
+
+
+def multus_cni_args(
+    pod_name: str, container_id: str, *, namespace: str = "default", uid: str = ""
+) -> str:
+    """CNI_ARGS exactly as a delegate gets it under Multus: Multus's own list
+    (IgnoreUnknown=true), then the runtime's (containerd's IgnoreUnknown=1)."""
+    uid = uid or f"uid-{pod_name}"
+    pod = (
+        f"K8S_POD_NAMESPACE={namespace};K8S_POD_NAME={pod_name};"
+        f"K8S_POD_INFRA_CONTAINER_ID={container_id};K8S_POD_UID={uid}"
+    )
+    return f"IgnoreUnknown=true;{pod};IgnoreUnknown=1;{pod}"
 
 
 def have(tool: str) -> bool:
