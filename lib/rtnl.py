@@ -359,17 +359,24 @@ def addr_add(
 
 
 class RouteSpec:
-    """What to install: the kernel fields of a CNI route."""
+    """What to install: the kernel fields of a CNI route.
+
+    ``nexthops`` make one multipath (ECMP) route; a hop without an ``oif`` goes
+    via the route's. ``flags`` (RTNH_F_ONLINK) and ``protocol`` are replayed as
+    read, so a route taken from the kernel goes back exactly as it was.
+    """
 
     __slots__ = (
         "advmss",
         "dst",
+        "flags",
         "gw",
         "mtu",
         "nexthops",
         "oif",
         "prefsrc",
         "priority",
+        "protocol",
         "scope",
         "table",
     )
@@ -378,26 +385,28 @@ class RouteSpec:
         self,
         dst: ipaddress.IPv4Network | ipaddress.IPv6Network,
         *,
-        gw: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None,
+        gw: IP | None = None,
         oif: int = 0,
         table: int = RT_TABLE_MAIN,
         priority: int = 0,
         scope: int | None = None,
-        prefsrc: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None,
+        prefsrc: IP | None = None,
         mtu: int = 0,
         advmss: int = 0,
-        nexthops: tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...] = (),
+        nexthops: tuple[NextHop, ...] = (),
+        flags: int = 0,
+        protocol: int = RTPROT_BOOT,
     ) -> None:
-        """``nexthops``: several gateways via ``oif`` make one ECMP route (``gw`` unused)."""
         self.dst, self.gw, self.oif, self.table, self.priority = dst, gw, oif, table, priority
         routed = gw is not None or bool(nexthops)
         self.scope = scope if scope is not None else (SCOPE_UNIVERSE if routed else SCOPE_LINK)
         self.prefsrc, self.mtu, self.advmss = prefsrc, mtu, advmss
         self.nexthops = nexthops
+        self.flags, self.protocol = flags & RTNH_F_ONLINK, protocol
 
     def paths(self) -> frozenset[tuple[object, int]]:
         if self.nexthops:
-            return frozenset((gw, self.oif) for gw in self.nexthops)
+            return frozenset((h.gw, h.oif or self.oif) for h in self.nexthops)
         return frozenset({(self.gw, self.oif)})
 
     def key(self) -> tuple[object, ...]:
@@ -406,69 +415,121 @@ class RouteSpec:
     @classmethod
     def from_entry(cls, entry: RouteEntry) -> RouteSpec:
         """The spec that re-creates a route read from the kernel."""
-        hops = tuple(
-            gw
-            for gw, _ in entry.nexthops
-            if isinstance(gw, ipaddress.IPv4Address | ipaddress.IPv6Address)
-        )
-        oif = entry.oif or (entry.nexthops[0][1] if entry.nexthops else 0)
         return cls(
             entry.dst,
             gw=entry.gw,
-            oif=oif,
+            oif=entry.oif,
             table=entry.table,
             priority=entry.priority,
             scope=entry.scope,
             prefsrc=entry.prefsrc,
             mtu=entry.mtu,
             advmss=entry.advmss,
-            nexthops=hops,
+            nexthops=tuple(entry.nexthops),
+            flags=entry.flags,
+            protocol=entry.protocol,
         )
 
-    def to_dict(self, ifname: str) -> dict[str, object]:
-        """A JSON form naming the interface (indexes do not survive re-creation)."""
+    def to_dict(self, names: Mapping[int, str]) -> dict[str, object]:
+        """A JSON form naming interfaces (indexes do not survive re-creation)."""
         return {
             "dst": str(self.dst),
             "gw": str(self.gw) if self.gw else None,
-            "dev": ifname,
+            "dev": names.get(self.oif, "") if self.oif else "",
             "table": self.table,
             "priority": self.priority,
             "scope": self.scope,
             "prefsrc": str(self.prefsrc) if self.prefsrc else None,
             "mtu": self.mtu,
             "advmss": self.advmss,
-            "nexthops": [str(gw) for gw in self.nexthops],
+            "flags": self.flags,
+            "protocol": self.protocol,
+            "nexthops": [
+                {
+                    "gw": str(h.gw) if h.gw else None,
+                    "dev": names.get(h.oif or self.oif, ""),
+                    "weight": h.weight,
+                    "flags": h.flags,
+                }
+                for h in self.nexthops
+            ],
         }
 
     @classmethod
-    def from_dict(cls, doc: dict[str, object], oif: int) -> RouteSpec:
-        def ip(key: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-            value = doc.get(key)
+    def from_dict(cls, doc: Mapping[str, object], indexes: Mapping[str, int]) -> RouteSpec:
+        """The spec of ``to_dict``'s form, with today's interface ``indexes``.
+
+        Paths via interfaces that are gone are left out; KeyError if none is left.
+        (A hop given as a bare gateway, as older records have them, goes via ``dev``.)
+        """
+
+        def ip(value: object) -> IP | None:
             return ipaddress.ip_address(str(value)) if value else None
 
-        def num(key: str) -> int:
+        def num(key: str, default: int = 0) -> int:
             value = doc.get(key)
-            return value if isinstance(value, int) else 0
+            return value if isinstance(value, int) else default
 
-        hops = doc.get("nexthops")
-        nexthops = (
-            tuple(ipaddress.ip_address(str(h)) for h in hops) if isinstance(hops, list) else ()
-        )
+        dev = str(doc.get("dev") or "")
+        oif = indexes.get(dev, 0) if dev else 0
+        hops: list[NextHop] = []
+        raw_hops = doc.get("nexthops")
+        for raw in raw_hops if isinstance(raw_hops, list) else []:
+            hop = raw if isinstance(raw, dict) else {"gw": raw}
+            hop_dev = str(hop.get("dev") or dev)
+            if hop_dev in indexes:
+                weight, flags = hop.get("weight"), hop.get("flags")
+                hops.append(
+                    NextHop(
+                        ip(hop.get("gw")),
+                        indexes[hop_dev],
+                        weight if isinstance(weight, int) and weight > 0 else 1,
+                        flags if isinstance(flags, int) else 0,
+                    )
+                )
+        if (raw_hops and not hops) or (not raw_hops and dev not in indexes):
+            raise KeyError(dev)
         return cls(
             ipaddress.ip_network(str(doc["dst"])),
-            gw=ip("gw"),
+            gw=ip(doc.get("gw")),
             oif=oif,
             table=num("table") or RT_TABLE_MAIN,
             priority=num("priority"),
             scope=num("scope"),
-            prefsrc=ip("prefsrc"),
+            prefsrc=ip(doc.get("prefsrc")),
             mtu=num("mtu"),
             advmss=num("advmss"),
-            nexthops=nexthops,
+            nexthops=tuple(hops),
+            flags=num("flags"),
+            protocol=num("protocol", RTPROT_BOOT),
         )
 
 
-def _route_body(spec: RouteSpec, protocol: int = RTPROT_BOOT, scope: int | None = None) -> bytes:
+def identity(route: RouteEntry | RouteSpec) -> tuple[object, ...]:
+    """What tells one route from another: destination, table, metric and paths."""
+    # The kernel gives IPv6 routes added without a metric the metric 1024.
+    priority = route.priority or (IP6_DEFAULT_METRIC if route.dst.version == 6 else 0)
+    return (route.dst, route.table, priority, route.paths())
+
+
+def present(routes: Iterable[RouteEntry], specs: Iterable[RouteSpec]) -> list[RouteSpec]:
+    """Those of ``specs`` that are among ``routes`` (read back from the kernel)."""
+    have = {identity(r) for r in routes}
+    return [s for s in specs if identity(s) in have]
+
+
+def _multipath(spec: RouteSpec) -> bytes:
+    hops = b""
+    for hop in spec.nexthops:
+        inner = attr(RTA_GATEWAY, _ip_bytes(hop.gw)) if hop.gw is not None else b""
+        head = _RTNH.pack(
+            _RTNH.size + len(inner), hop.flags & RTNH_F_ONLINK, hop.weight - 1, hop.oif or spec.oif
+        )
+        hops += head + inner
+    return attr(RTA_MULTIPATH, hops)
+
+
+def _route_body(spec: RouteSpec, protocol: int | None = None, scope: int | None = None) -> bytes:
     family = family_of(spec.dst.version)
     head = _RTMSG.pack(
         family,
@@ -476,20 +537,16 @@ def _route_body(spec: RouteSpec, protocol: int = RTPROT_BOOT, scope: int | None 
         0,
         0,
         spec.table if spec.table < 256 else 0,
-        protocol,
+        spec.protocol if protocol is None else protocol,
         spec.scope if scope is None else scope,
         RTN_UNICAST,
-        0,
+        spec.flags & RTNH_F_ONLINK,
     )
     attrs = [attr_u32(RTA_TABLE, spec.table)]
     if spec.dst.prefixlen:
         attrs.append(attr(RTA_DST, _ip_bytes(spec.dst.network_address)))
     if spec.nexthops:
-        hops = b""
-        for gw in spec.nexthops:
-            inner = attr(RTA_GATEWAY, _ip_bytes(gw))
-            hops += _RTNH.pack(_RTNH.size + len(inner), 0, 0, spec.oif) + inner
-        attrs.append(attr(RTA_MULTIPATH, hops))
+        attrs.append(_multipath(spec))
     else:
         if spec.gw is not None:
             attrs.append(attr(RTA_GATEWAY, _ip_bytes(spec.gw)))
@@ -558,11 +615,11 @@ class Rtnl:
             socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, socket.NETLINK_ROUTE
         )
         self.sock.bind((0, 0))
-        for option in (NETLINK_EXT_ACK, NETLINK_GET_STRICT_CHK):
+        for option in (NETLINK_CAP_ACK, NETLINK_EXT_ACK, NETLINK_GET_STRICT_CHK):
             try:  # noqa: SIM105 - contextlib is not needed on this path
                 self.sock.setsockopt(SOL_NETLINK, option, 1)
             except OSError:
-                pass  # older kernels: plain errors and unfiltered dumps
+                pass  # older kernels: full-size error ACKs, plain errors, unfiltered dumps
         self.seq = 0
 
     def close(self) -> None:
@@ -610,14 +667,33 @@ class Rtnl:
         return NetlinkError(code, message)
 
     def batch(self, requests: list[Request]) -> list[NetlinkError | None]:
-        """Send all requests in one write; return each one's error (None = done)."""
-        if not requests:
-            return []
+        """Each request's error (None = done), in order.
+
+        Sent in windows of at most ``_WINDOW`` requests (``_WINDOW_BYTES``), each
+        window's ACKs read before the next goes out. An OSError (the socket's own,
+        not a request's) leaves it unknown which requests were done: read the
+        kernel's state back to learn it.
+        """
+        out: list[NetlinkError | None] = []
+        start = 0
+        while start < len(requests):
+            end, size = start + 1, len(requests[start].body)
+            while end < len(requests) and end - start < _WINDOW:
+                size += len(requests[end].body)
+                if size > _WINDOW_BYTES:
+                    break
+                end += 1
+            out.extend(self._window(requests[start:end]))
+            start = end
+        return out
+
+    def _window(self, requests: list[Request]) -> list[NetlinkError | None]:
         seqs = self._send(requests, NLM_F_ACK)
+        wanted = set(seqs)
         results: dict[int, NetlinkError | None] = {}
         while len(results) < len(seqs):
             for kind, flags, seq, body in self._messages():
-                if kind == NLMSG_ERROR and seq in seqs:
+                if kind == NLMSG_ERROR and seq in wanted:
                     results[seq] = self._error(body, flags)
         return [results[s] for s in seqs]
 
@@ -637,6 +713,7 @@ class Rtnl:
                 for mtype, flags, mseq, mbody in self._messages():
                     if mseq != seq:
                         continue
+                    interrupted |= bool(flags & NLM_F_DUMP_INTR)  # on NLMSG_DONE too
                     if mtype == NLMSG_DONE:
                         done = True
                     elif mtype == NLMSG_ERROR:
@@ -645,7 +722,6 @@ class Rtnl:
                             raise err
                         done = True
                     else:
-                        interrupted |= bool(flags & NLM_F_DUMP_INTR)
                         replies.append(bytes(mbody))
             if not interrupted:
                 return replies

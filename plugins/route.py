@@ -14,7 +14,9 @@ import contextlib
 import errno
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from pydantic import Field
 
@@ -35,6 +37,7 @@ from multihome.lib.request import Request
 from multihome.lib.result import Result, Route
 
 from . import routesets
+from .sbr import locked  # one lock per pod for every plugin that edits its routes
 
 DEFAULT_STATE_DIR = "/var/lib/cni/multihome/mh-route"
 # Keys a pod may also set through args.cni (route-override's, and ours).
@@ -170,11 +173,21 @@ def plan(conf: RouteConf, prev: Result, ifname: str) -> Plan:
 
 # ---- the kernel edge ---------------------------------------------------------------
 
+# {"container", "ifname", "added": [route, ...], "removed": [route, ...]}, each route
+# in RouteSpec.to_dict's form
+State = dict[str, Any]
+_GONE = (errno.ESRCH, errno.ENOENT, errno.ENODEV)
 
-def _victims(sock: rtnl.Rtnl, plan_: Plan, index: int) -> list[rtnl.RouteEntry]:
-    main = sock.routes(4, rtnl.RT_TABLE_MAIN) + sock.routes(6, rtnl.RT_TABLE_MAIN)
+
+def _all_routes(sock: rtnl.Rtnl) -> list[rtnl.RouteEntry]:
+    return sock.routes(4) + sock.routes(6)
+
+
+def _victims(routes: list[rtnl.RouteEntry], plan_: Plan, index: int) -> list[rtnl.RouteEntry]:
     out = []
-    for r in main:
+    for r in routes:
+        if r.table != rtnl.RT_TABLE_MAIN:
+            continue
         on_iface = r.oif == index
         flushable = (
             on_iface
@@ -200,7 +213,7 @@ def _specs(routes: list[Route], index: int) -> list[rtnl.RouteSpec]:
     out = []
     for (_, table, priority), group in groups.items():
         gws = tuple(dict.fromkeys(r.gw for r in group if r.gw is not None))
-        multi = gws if len(gws) > 1 else ()
+        multi = tuple(rtnl.NextHop(gw) for gw in gws) if len(gws) > 1 else ()
         out.append(
             rtnl.RouteSpec(
                 group[0].dst,
@@ -218,72 +231,237 @@ def _names(sock: rtnl.Rtnl) -> dict[int, str]:
     return {link.index: link.name for link in sock.links()}
 
 
-def apply(sock: rtnl.Rtnl, plan_: Plan, ifname: str) -> dict[str, list[dict[str, object]]]:
-    """Remove, then add, in two batches; undo everything if any step fails."""
+def describe(spec: rtnl.RouteSpec, names: Mapping[int, str]) -> str:
+    """A route in ``ip route``'s words: ``0.0.0.0/0 via 10.0.0.1 dev eth0 onlink``."""
+
+    def path(gw: object, oif: int, flags: int) -> str:
+        words = [f"via {gw}"] if gw is not None else []
+        words.append(f"dev {names.get(oif, oif)}")
+        if flags & rtnl.RTNH_F_ONLINK:
+            words.append("onlink")
+        return " ".join(words)
+
+    if spec.nexthops:
+        via = " ".join(f"nexthop {path(h.gw, h.oif or spec.oif, h.flags)}" for h in spec.nexthops)
+    else:
+        via = path(spec.gw, spec.oif, spec.flags)
+    table = f" table {spec.table}" if spec.table != rtnl.RT_TABLE_MAIN else ""
+    metric = f" metric {spec.priority}" if spec.priority else ""
+    return f"{spec.dst} {via}{table}{metric}"
+
+
+def _raise_first(
+    specs: list[rtnl.RouteSpec],
+    errors: list[rtnl.NetlinkError | None],
+    doing: str,
+    names: Mapping[int, str],
+    ifname: str,
+) -> None:
+    for spec, err in zip(specs, errors, strict=True):
+        if err is None:
+            continue
+        hint = ""
+        if doing == "adding" and err.errno == errno.ENETUNREACH:
+            hint = (
+                f"the gateway is not on a route of {ifname} in that table; a chained "
+                "mh-sbr removes the subnet route from main unless addSourceHints is set"
+            )
+        raise CNIError(
+            KERNEL_REFUSED, f"{doing} route {describe(spec, names)}: {err.strerror}", hint
+        )
+
+
+def apply(sock: rtnl.Rtnl, plan_: Plan, ifname: str, container: str = "") -> State:
+    """Remove, then add, in two batches; on any failure, undo what the kernel shows done."""
     link = sock.link(ifname)
     if link is None:
         raise CNIError(INVALID_CONFIG, f"interface {ifname} not found in the pod")
     names = _names(sock)
-    victims = [rtnl.RouteSpec.from_entry(r) for r in _victims(sock, plan_, link.index)]
-    removed: list[rtnl.RouteSpec] = []
-    added: list[rtnl.RouteSpec] = []
+    before = _all_routes(sock)
+    victims = [rtnl.RouteSpec.from_entry(r) for r in _victims(before, plan_, link.index)]
+    specs = _specs(plan_.add, link.index)
     try:
-        for spec, err in zip(
-            victims, sock.batch([rtnl.route_delete(v) for v in victims]), strict=True
-        ):
-            if err is None:
-                removed.append(spec)
-        specs = _specs(plan_.add, link.index)
+        errors = sock.batch([rtnl.route_delete(v) for v in victims])
+        _raise_first(victims, errors, "removing", names, ifname)
         errors = sock.batch([rtnl.route_add(s) for s in specs])
-        added = [s for s, e in zip(specs, errors, strict=True) if e is None]
-        failed = next(((s, e) for s, e in zip(specs, errors, strict=True) if e), None)
-        if failed is not None:
-            spec, err = failed
-            hint = ""
-            if err.errno == errno.ENETUNREACH:
-                hint = (
-                    f"the gateway is not on a route of {ifname} in that table; a chained "
-                    "mh-sbr removes the subnet route from main unless addSourceHints is set"
-                )
-            raise CNIError(
-                KERNEL_REFUSED,
-                f"adding route {spec.dst} via {spec.gw or ifname}: {err.strerror}",
-                hint,
-            )
+        _raise_first(specs, errors, "adding", names, ifname)
+    except OSError as exc:  # the socket's own failure: which requests were done is unknown
+        _roll_back(sock, before, victims, specs)
+        raise CNIError(KERNEL_REFUSED, f"route batch failed: {exc.strerror}") from None
     except BaseException:
-        undo(sock, added, removed)
+        _roll_back(sock, before, victims, specs)
         raise
     return {
-        "added": [s.to_dict(ifname) for s in added],
-        "removed": [s.to_dict(names.get(s.oif, "")) for s in removed],
+        "container": container,
+        "ifname": ifname,
+        "added": [s.to_dict(names) for s in specs],
+        "removed": [s.to_dict(names) for s in victims],
     }
 
 
-def undo(sock: rtnl.Rtnl, added: list[rtnl.RouteSpec], removed: list[rtnl.RouteSpec]) -> None:
-    """Delete what was added, put back what was removed; missing pieces are fine."""
-    for err in sock.batch([rtnl.route_delete(s) for s in added]):
-        if err is not None and err.errno not in (errno.ESRCH, errno.ENOENT, errno.ENODEV):
-            log(f"undo: deleting a route: {err.strerror}")
-    for err in sock.batch([rtnl.route_add(s) for s in removed]):
-        if err is not None and err.errno not in (errno.EEXIST, errno.ENODEV, errno.ENETUNREACH):
-            log(f"undo: restoring a route: {err.strerror}")
+def _roll_back(
+    sock: rtnl.Rtnl,
+    before: list[rtnl.RouteEntry],
+    victims: list[rtnl.RouteSpec],
+    specs: list[rtnl.RouteSpec],
+) -> None:
+    """Undo a failed ADD from the routes read back: a batch cut short leaves only the
+    kernel knowing which of its requests were done."""
+    try:
+        now = {rtnl.identity(r) for r in _all_routes(sock)}
+    except OSError as exc:
+        log(f"error: rollback cannot read the routes back: {exc.strerror}")
+        return
+    had = {rtnl.identity(r) for r in before}
+    added = [s for s in specs if rtnl.identity(s) in now - had]
+    removed = [v for v in victims if rtnl.identity(v) not in now]
+    names = _names(sock)
+    for spec, err in undo(sock, added, removed):
+        log(f"error: rollback cannot restore route {describe(spec, names)}: {err.strerror}")
+
+
+def undo(
+    sock: rtnl.Rtnl, added: list[rtnl.RouteSpec], removed: list[rtnl.RouteSpec]
+) -> list[tuple[rtnl.RouteSpec, rtnl.NetlinkError]]:
+    """Delete what was added, put back what was removed. Added routes already gone
+    are fine (so is a route already back); returns the restores the kernel refused."""
+    names: dict[int, str] = {}
+    for spec, err in zip(added, sock.batch([rtnl.route_delete(s) for s in added]), strict=True):
+        if err is not None and err.errno not in _GONE:
+            names = names or _names(sock)
+            log(f"error: cannot delete route {describe(spec, names)}: {err.strerror}")
+    errors = sock.batch([rtnl.route_add(s) for s in removed])
+    failed = [(s, e) for s, e in zip(removed, errors, strict=True) if e is not None]
+    if any(e.errno == errno.EEXIST for _, e in failed):
+        have = {rtnl.identity(r) for r in _all_routes(sock)}
+        failed = [(s, e) for s, e in failed if rtnl.identity(s) not in have]
+    return failed
 
 
 def _resolve(
-    sock: rtnl.Rtnl, state: dict[str, list[dict[str, object]]]
+    sock: rtnl.Rtnl, state: State, names: Mapping[int, str] | None = None
 ) -> tuple[list[rtnl.RouteSpec], list[rtnl.RouteSpec]]:
-    """A state record's added and removed routes, with today's interface indexes
-    (routes on interfaces that are gone are left out)."""
-    indexes = {name: index for index, name in _names(sock).items()}
+    """A state record's added and removed routes, with today's interface indexes.
+
+    Added routes whose interface is gone went with it. A removed route that cannot
+    come back whole (an interface of it is gone) is logged.
+    """
+    indexes = {name: index for index, name in (names or _names(sock)).items()}
 
     def specs(key: str) -> list[rtnl.RouteSpec]:
-        return [
-            rtnl.RouteSpec.from_dict(d, indexes[str(d["dev"])])
-            for d in state.get(key, [])
-            if str(d.get("dev")) in indexes
-        ]
+        out = []
+        for doc in state.get(key, []):
+            try:
+                spec = rtnl.RouteSpec.from_dict(doc, indexes)
+            except KeyError:
+                spec = None
+            except (TypeError, ValueError):
+                log(f"ignoring a malformed route in the state record: {doc!r}")
+                continue
+            hops = doc.get("nexthops") or []
+            if key == "removed" and (spec is None or len(spec.nexthops) < len(hops)):
+                gone = {str(h.get("dev")) for h in hops if isinstance(h, dict)} - set(indexes)
+                gone = gone or {str(doc.get("dev"))}
+                what = "cannot restore" if spec is None else "restoring only part of"
+                dead = ", ".join(sorted(gone))
+                log(f"error: {what} route {doc.get('dst')}: interface {dead} is gone")
+            if spec is not None:
+                out.append(spec)
+        return out
 
     return specs("added"), specs("removed")
+
+
+# ---- DEL: putting routes back ----------------------------------------------------------
+
+
+def _slot(route: rtnl.RouteEntry | rtnl.RouteSpec) -> tuple[object, ...]:
+    """Destination, table and metric: the kernel holds one route per slot (added
+    exclusively), so putting one back fails while another occupies its slot."""
+    return rtnl.identity(route)[:3]
+
+
+def _identities(docs: object, indexes: Mapping[str, int]) -> set[tuple[object, ...]]:
+    out = set()
+    for doc in docs if isinstance(docs, list) else []:
+        with contextlib.suppress(KeyError, TypeError, ValueError):
+            out.add(rtnl.identity(rtnl.RouteSpec.from_dict(doc, indexes)))
+    return out
+
+
+def _siblings(conf: RouteConf, req: Request, own: str) -> list[tuple[str, State]]:
+    """The state records of this pod's other attachments (any network, same stateDir)."""
+    out = []
+    try:
+        with os.scandir(conf.state_dir) as nets:
+            dirs = [e.path for e in nets if e.is_dir(follow_symlinks=False)]
+    except OSError:
+        return []
+    for directory in dirs:
+        with contextlib.suppress(OSError), os.scandir(directory) as entries:
+            paths = [e.path for e in entries if e.name.endswith(".json") and e.path != own]
+        for path in paths:
+            state = read_state(path)
+            if state is None:
+                continue
+            holder = state.get("container")
+            if holder == req.container_id or (
+                holder is None and os.path.basename(path).startswith(f"{req.container_id}-")
+            ):
+                out.append((path, state))
+    return out
+
+
+def _hand_on(
+    sock: rtnl.Rtnl,
+    spec: rtnl.RouteSpec,
+    mine: set[tuple[object, ...]],
+    siblings: list[tuple[str, State]],
+    names: Mapping[int, str],
+) -> str:
+    """Give a restore that another attachment's route blocks to that attachment's
+    record, in place of the route of ours it recorded as removed; its DEL then puts
+    ours back. Returns the attachment's interface, or '' if none holds the slot."""
+    slot = _slot(spec)
+    holders = {rtnl.identity(r) for r in _all_routes(sock) if _slot(r) == slot}
+    indexes = {name: index for index, name in names.items()}
+    for path, state in siblings:
+        if not holders & _identities(state.get("added"), indexes):
+            continue
+        removed = state.get("removed")
+        kept = [
+            doc
+            for doc in (removed if isinstance(removed, list) else [])
+            if not _identities([doc], indexes) & mine
+        ]
+        state["removed"] = [*kept, spec.to_dict(names)]
+        try:
+            write_state(path, state)
+        except OSError as exc:
+            log(f"error: cannot hand a restore on to {path}: {exc.strerror}")
+            return ""
+        return str(state.get("ifname") or os.path.basename(path))
+    return ""
+
+
+def restore(sock: rtnl.Rtnl, conf: RouteConf, req: Request, path: str, state: State) -> None:
+    """DEL's kernel step: undo the record; hand blocked restores on, log the rest."""
+    names = _names(sock)
+    added, removed = _resolve(sock, state, names)
+    failed = undo(sock, added, removed)
+    if not failed:
+        return
+    siblings = _siblings(conf, req, path)
+    mine = {rtnl.identity(s) for s in added}
+    for spec, err in failed:
+        holder = "" if err.errno != errno.EEXIST else _hand_on(sock, spec, mine, siblings, names)
+        if holder:
+            log(
+                f"route {describe(spec, names)} waits for {holder}'s DEL: its route holds "
+                "that destination now"
+            )
+        else:
+            log(f"error: cannot restore route {describe(spec, names)}: {err.strerror}")
 
 
 # ---- the state file ----------------------------------------------------------------
@@ -294,7 +472,7 @@ def state_path(conf: RouteConf, req: Request) -> str:
     return os.path.join(conf.state_dir, req.network, f"{req.container_id}-{req.ifname}.json")
 
 
-def write_state(path: str, state: dict[str, list[dict[str, object]]]) -> None:
+def write_state(path: str, state: State) -> None:
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
     tmp = f"{path}.{os.getpid()}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
@@ -303,11 +481,11 @@ def write_state(path: str, state: dict[str, list[dict[str, object]]]) -> None:
     os.rename(tmp, path)
 
 
-def read_state(path: str) -> dict[str, list[dict[str, object]]] | None:
+def read_state(path: str) -> State | None:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return None
+    except OSError:
+        return None  # missing, or a symlink (ELOOP): not ours to follow
     with os.fdopen(fd) as fh:
         try:
             doc = json.load(fh)
@@ -325,8 +503,8 @@ class RoutePlugin:
         conf = load(req)
         the_plan = plan(conf, req.chained_prev_result(), req.ifname)
         path = state_path(conf, req)
-        with rtnl.in_netns(req.netns) as (_, sock):
-            state = apply(sock, the_plan, req.ifname)
+        with rtnl.in_netns(req.netns) as (ns, sock), locked(ns):
+            state = apply(sock, the_plan, req.ifname, req.container_id)
             try:
                 write_state(path, state)
             except OSError as exc:
@@ -339,13 +517,18 @@ class RoutePlugin:
     def delete(self, req: Request) -> None:
         conf = parse(RouteConf, req.conf)  # JSON only
         path = state_path(conf, req)
-        state = read_state(path)
-        if state is None:
+        if not os.path.lexists(path):
             return
         if req.netns:
             try:
-                with rtnl.in_netns(req.netns) as (_, sock):
-                    undo(sock, *_resolve(sock, state))
+                # under the pod's lock: another attachment's DEL may hand a restore
+                # on to this record, and must not do so while it is being undone
+                with rtnl.in_netns(req.netns) as (ns, sock), locked(ns):
+                    state = read_state(path)
+                    if state is not None:
+                        restore(sock, conf, req, path, state)
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(path)
             except CNIError:
                 pass  # the namespace is gone, and the routes with it
         with contextlib.suppress(FileNotFoundError):

@@ -20,7 +20,7 @@ import contextlib
 import errno
 import fcntl
 import ipaddress
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from pydantic import Field, field_validator
@@ -215,21 +215,55 @@ def survey(sock: rtnl.Rtnl, oif: int) -> tuple[list[rtnl.RouteSpec], set[int]]:
     return main, used
 
 
+def _batch(
+    sock: rtnl.Rtnl, requests: list[rtnl.Request], done: Callable[[], list[bool]]
+) -> list[rtnl.NetlinkError | None]:
+    """``sock.batch``; if the socket itself fails part-way, each request's outcome
+    as the kernel shows it (``done`` reads it back), the ones not done as failed."""
+    try:
+        return sock.batch(requests)
+    except OSError as exc:
+        lost = rtnl.NetlinkError(exc.errno or errno.EIO, f"batch cut short: {exc.strerror}")
+        return [None if ok else lost for ok in done()]
+
+
+def _present(sock: rtnl.Rtnl, specs: list[rtnl.RouteSpec]) -> list[bool]:
+    have = {rtnl.identity(r) for v in (4, 6) for r in sock.routes(v)}
+    return [rtnl.identity(s) in have for s in specs]
+
+
+def _rules_present(sock: rtnl.Rtnl, rules: list[tuple[IPNetwork, int]]) -> list[bool]:
+    have = {(r.src, r.table) for v in (4, 6) for r in sock.rules(v)}
+    return [rule in have for rule in rules]
+
+
 def apply(sock: rtnl.Rtnl, the_plan: SbrPlan) -> None:
     """Table routes, then rules, then main-table edits; undone on any failure."""
     done_routes: list[rtnl.RouteSpec] = []
     done_rules: list[tuple[IPNetwork, int]] = []
     deleted: list[rtnl.RouteSpec] = []
     try:
-        errors = sock.batch([rtnl.route_replace(r) for r in the_plan.table_routes])
+        errors = _batch(
+            sock,
+            [rtnl.route_replace(r) for r in the_plan.table_routes],
+            lambda: _present(sock, the_plan.table_routes),
+        )
         done_routes = [r for r, e in zip(the_plan.table_routes, errors, strict=True) if e is None]
         ifconfig.raise_first(
             errors, [f"route {r.dst} in table {r.table}" for r in the_plan.table_routes]
         )
-        errors = sock.batch([rtnl.rule_request(True, s, t) for s, t in the_plan.rules])
+        errors = _batch(
+            sock,
+            [rtnl.rule_request(True, s, t) for s, t in the_plan.rules],
+            lambda: _rules_present(sock, the_plan.rules),
+        )
         done_rules = [x for x, e in zip(the_plan.rules, errors, strict=True) if e is None]
         ifconfig.raise_first(errors, [f"rule from {s} lookup {t}" for s, t in the_plan.rules])
-        errors = sock.batch([rtnl.route_delete(r) for r in the_plan.main_deletes])
+        errors = _batch(
+            sock,
+            [rtnl.route_delete(r) for r in the_plan.main_deletes],
+            lambda: [not x for x in _present(sock, the_plan.main_deletes)],
+        )
         deleted = [r for r, e in zip(the_plan.main_deletes, errors, strict=True) if e is None]
         errors = sock.batch([rtnl.route_replace(r) for r in the_plan.main_hints])
         ifconfig.raise_first(
