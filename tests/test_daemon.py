@@ -39,6 +39,14 @@ class Daemon:
     def served(self) -> int:
         return self.log.read_text().count("served ")
 
+    def wait_for(self, line: str, timeout: float = 30) -> None:
+        """Until the daemon's log holds ``line`` (a condition, not a guessed delay)."""
+        deadline = time.monotonic() + timeout
+        while line not in self.log.read_text():
+            assert self.proc.poll() is None, self.log.read_text()
+            assert time.monotonic() < deadline, f"no {line!r} in the daemon's log"
+            time.sleep(0.02)
+
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
@@ -147,12 +155,12 @@ def test_build_mismatch_runs_in_process(topo: Topology, tmp_path: Path) -> None:
 
 
 def test_daemon_killed_mid_request(topo: Topology, tmp_path: Path) -> None:
-    d = Daemon(tmp_path / "run" / "mh.sock", "--test-stall", "mh-macvlan=5")
+    d = Daemon(tmp_path / "run" / "mh.sock", "--test-stall", "mh-macvlan=60")
     doc = macvlan(topo, tmp_path)
     env = shim_env(topo.pod, d.sock)
     with ThreadPoolExecutor(1) as ex:
         pending = ex.submit(run_plugin, "mh-macvlan", env, doc, netns=topo.host)
-        time.sleep(1.0)
+        d.wait_for("test stall: mh-macvlan")  # the daemon holds the request
         d.stop(signal.SIGKILL)
         proc = pending.result(timeout=30)
     check_error(one_json(proc.stdout), 11)  # try again: the runtime DELs, then retries

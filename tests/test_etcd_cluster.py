@@ -100,7 +100,7 @@ def test_without_quorum_nothing_is_allocated(cluster: etcdrig.EtcdCluster, pod: 
     start = time.monotonic()
     with ThreadPoolExecutor(max_workers=4) as ex:
         procs = list(ex.map(lambda i: call("ADD", net.conf(), pod, cid=f"q{i}"), range(4)))
-    assert time.monotonic() - start < 6  # each gave up within its 2 s timeout
+    assert time.monotonic() - start < 20  # each gave up at its 2 s timeout (10x margin)
     for proc in procs:
         check_error(one_json(proc.stdout), 11)
     check_error(one_json(call("STATUS", net.conf(), None).stdout), 50)

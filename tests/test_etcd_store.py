@@ -243,7 +243,7 @@ def test_unreachable_etcd_is_code_11_within_the_timeout(pod: Netns) -> None:
     net = Net(dead, timeout=1)
     start = time.monotonic()
     err = one_json(call("ADD", net.conf(), pod).stdout)
-    assert time.monotonic() - start < 3
+    assert time.monotonic() - start < 15  # gives up at the 1 s timeout (10x margin), no hang
     check_error(err, 11)
     assert "try again later" in err["msg"] and dead[0] in err["details"]
     check_error(one_json(call("DEL", net.conf(), pod).stdout), 11)  # a lease may exist: retry
@@ -252,10 +252,11 @@ def test_unreachable_etcd_is_code_11_within_the_timeout(pod: Netns) -> None:
 
 def test_a_dead_endpoint_is_skipped_for_the_next(etcd: etcdrig.EtcdCluster, pod: Netns) -> None:
     dead = f"http://127.0.0.1:{etcdrig.free_ports(1)[0]}"
-    net = Net([dead, *etcd.endpoints])
+    net = Net([dead, *etcd.endpoints], timeout=30)
     start = time.monotonic()
     result = ok(call("ADD", net.conf(), pod))
-    assert time.monotonic() - start < 2  # refused at once, not waited out
+    # Refused at once, not waited out: waiting would spend the dead one's 15 s share.
+    assert time.monotonic() - start < 10
     assert addresses(result)[0] == "203.0.113.10/24"
     ok(call("DEL", net.conf(), pod))
     assert leases(etcd, net) == {}
@@ -269,7 +270,7 @@ def test_an_etcd_that_never_answers_is_code_11_not_a_hang(pod: Netns) -> None:
         net = Net([f"http://127.0.0.1:{silent.getsockname()[1]}"], timeout=1.5)
         start = time.monotonic()
         check_error(one_json(call("ADD", net.conf(), pod).stdout), 11)
-        assert time.monotonic() - start < 4
+        assert time.monotonic() - start < 15  # the 1.5 s timeout, with a 10x margin
     finally:
         silent.close()
 
@@ -342,11 +343,10 @@ def test_tls_with_client_certificates(tmp_path: Path, pod: Netns) -> None:
         assert len(leases(cluster, net)) == 2
         ok(call("DEL", net.conf(), pod))
         # No client certificate: etcd refuses the handshake, a config fault (code 7) at once.
-        anonymous = Net(cluster.endpoints, tls={"ca": str(tls.ca)}, timeout=3)
-        start = time.monotonic()
+        anonymous = Net(cluster.endpoints, tls={"ca": str(tls.ca)}, timeout=30)
         err = one_json(call("ADD", anonymous.conf(), pod).stdout)
-        check_error(err, 7)
-        assert "certificate" in err["msg"] and time.monotonic() - start < 2.5
+        check_error(err, 7)  # at once: waiting out the timeout would end in code 11
+        assert "certificate" in err["msg"]
         # A CA that did not sign the server's certificate: code 7 too.
         other = etcdrig.TLSFiles.make(tmp_path / "other")
         wrong_ca = Net(cluster.endpoints, tls={**good, "ca": str(other.ca)})
