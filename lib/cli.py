@@ -62,13 +62,19 @@ def _cmd_install(ns: argparse.Namespace) -> int:
 
 
 def _cmd_lint(ns: argparse.Namespace) -> int:
+    import ipaddress
     from pathlib import Path
 
     from . import lint
 
+    try:
+        cluster = [ipaddress.ip_network(c, strict=False) for c in ns.cluster_cidr]
+    except ValueError as exc:
+        print(f"multihome lint: --cluster-cidr: {exc}", file=sys.stderr)
+        return 2
     failed = False
     for name in ns.files:
-        findings = lint.lint_file(Path(name))
+        findings = lint.lint_file(Path(name), cluster)
         if findings:
             print(lint.format_findings(name, findings))
         failed |= any(f.level == "error" for f in findings)
@@ -184,6 +190,14 @@ def build_parser() -> argparse.ArgumentParser:
         "ranges, gateways outside their subnet and missing masters. Exits 1 on errors.",
     )
     lint.add_argument("files", nargs="+", metavar="FILE")
+    lint.add_argument(
+        "--cluster-cidr",
+        action="append",
+        default=[],
+        metavar="CIDR",
+        help="the cluster's own pod or service CIDR (repeat): a route sending it through the "
+        "secondary gateway is an error; other private space is a warning",
+    )
     lint.set_defaults(func=_cmd_lint)
     dmn = sub.add_parser(
         "daemon",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import subprocess
 from pathlib import Path
@@ -31,12 +32,18 @@ def test_abcdesktop_ipv4_comment_and_missing_public_block() -> None:
 
 
 def test_abcdesktop_dual_stack_routes_cluster_space() -> None:
+    """Private space through the VLAN is a warning, an error when it is the cluster's;
+    loopback and link-local space are never routed."""
     found = errors(SEEDS / "abcdesktop-dualstack.yaml")
     assert [(line, msg.split(" sends ")[1].split(" ")[0]) for line, msg in found] == [
-        (31, "10.0.0.0/8"),
         (34, "127.0.0.0/8"),
         (37, "169.254.0.0/16"),
     ]
+    private = [f for f in findings(SEEDS / "abcdesktop-dualstack.yaml") if "RFC 1918" in f[2]]
+    assert [(line, level) for line, level, _ in private] == [(31, "warning")]
+    cluster = [ipaddress.ip_network("10.244.0.0/16")]
+    found = lint.lint_file(SEEDS / "abcdesktop-dualstack.yaml", cluster)
+    assert [(f.line, f.level) for f in found if "the cluster's" in f.message] == [(31, "error")]
 
 
 def test_anthos_comment() -> None:
@@ -129,8 +136,89 @@ def conflist(tmp_path: Path, plugins: list[dict[str, Any]]) -> Path:
         ),
         (
             {"type": "mh-route", "addroutes": [{"dst": "10.0.0.0/7", "gw": "203.0.113.1"}]},
-            "error",
+            "warning",
             "10.0.0.0/8",
+        ),
+        (
+            {"type": "mh-route", "addroutes": [{"dst": "10.0.0.0/7", "gw": "203.0.113.1"}]},
+            "error",
+            "must be chained after an interface plugin",
+        ),
+        (
+            {
+                "type": "mh-macvlan",
+                "master": "e",
+                "ipam": {"ranges": [[{"subnet": "10.1.0.0/24"}]]},
+            },
+            "error",
+            "no type",
+        ),
+        (
+            {
+                "type": "mh-macvlan",
+                "master": "e",
+                "ipam": {
+                    "type": "mh-ipam",
+                    "ranges": [
+                        [
+                            {
+                                "subnet": "10.1.0.0/24",
+                                "rangeStart": "10.1.0.9",
+                                "rangeEnd": "10.1.0.2",
+                            }
+                        ]
+                    ],
+                },
+            },
+            "error",
+            "rangeStart 10.1.0.9 is above rangeEnd 10.1.0.2",
+        ),
+        (
+            {
+                "type": "mh-macvlan",
+                "master": "e",
+                "ipam": {"type": "mh-ipam", "ranges": [{"subnet": "10.1.0.0/24"}]},
+            },
+            "error",
+            "flat list of ranges",
+        ),
+        (
+            {
+                "type": "mh-macvlan",
+                "master": "e",
+                "ipam": {"type": "mh-ipam", "subnet": "10.1.0.0/24", "rangeEnd": "10.1.0.255"},
+            },
+            "warning",
+            "the broadcast address of 10.1.0.0/24",
+        ),
+        (
+            {"type": "mh-macvlan", "master": "e", "ipam": {"type": "mh-ipam", "datadir": "/x"}},
+            "warning",
+            "key 'datadir' is read as 'dataDir'",
+        ),
+        (
+            {"type": "mh-macvlan", "Master": "e"},
+            "warning",
+            "key 'Master' is read as 'master'",
+        ),
+        ({"type": "route-overwrite", "flushroutes": True}, "error", "old name"),
+        (
+            {"type": "mh-ipvlan", "master": "e", "ipam": {"type": "dhcp"}},
+            "warning",
+            "ipvlan with dhcp",
+        ),
+        (
+            {
+                "type": "mh-macvlan",
+                "master": "e",
+                "ipam": {
+                    "type": "mh-static",
+                    "addresses": [{"address": "10.10.0.1/24"}],
+                    "routes": [{"dst": "192.168.0.0/16", "gw": "10.10.5.1"}],
+                },
+            },
+            "error",
+            "the gateway is on none of the interface's subnets",
         ),
         (
             {"type": "mh-macvlan", "master": "e", "ipam": {**ETCD_IPAM, "store": {"type": "etcd"}}},
@@ -205,3 +293,36 @@ def test_command_exit_codes_and_format() -> None:
         check=False,
     )
     assert warn_only.returncode == 0 and "warning" in warn_only.stdout
+
+
+def test_conflist_level_capabilities_template_version_and_duplicates(tmp_path: Path) -> None:
+    path = tmp_path / "net.conflist"
+    path.write_text(
+        '{"cniVersion": "{{ CNI_VERSION }}", "name": "n", "capabilities": {"ips": true},\n'
+        ' "plugins": [{"type": "mh-macvlan", "master": "e",\n'
+        '  "ipam": {"type": "mh-static", "addresses": [], "addresses": []}}]}'
+    )
+    found = findings(path)
+    assert (1, "error") in [(line, level) for line, level, msg in found if "template" in msg]
+    assert [(line, level) for line, level, msg in found if "conflist level" in msg] == [
+        (1, "warning")
+    ]
+    assert [(line, level) for line, level, msg in found if "appears twice" in msg] == [
+        (3, "warning")
+    ]
+
+
+def test_bare_spec_config_and_pod_annotations(tmp_path: Path) -> None:
+    """A pasted ``spec:`` without ``kind`` is linted; a Pod's annotation keys too."""
+    path = tmp_path / "nad.yaml"
+    path.write_text(
+        'spec:\n  config: \'{"cniVersion": "0.3.1", "type": "sbr" <-- note}\'\n'
+        "---\nkind: Pod\nmetadata:\n  annotations:\n    k8s.v1.cni.cncf.io/networks: "
+        '\'[{"name": "n", "ips": "10.1.0.2/24", "gateway": ["10.1.0.1"]}]\'\n'
+    )
+    found = findings(path)
+    assert [(line, level) for line, level, msg in found if "not JSON" in msg] == [(2, "error")]
+    assert [level for _, level, msg in found if '"ips" must be a list' in msg] == ["error"]
+    assert [level for _, level, msg in found if "'gateway' is not a Multus key" in msg] == [
+        "warning"
+    ]

@@ -16,8 +16,9 @@ their multihome drop-ins, whose keys are a superset.
 
 from __future__ import annotations
 
-from .checks import Finding, check_config, known_keys
+from .checks import check_config, known_keys
 from .files import format_findings, lint_file
+from .findings import Finding
 from .source import Source, strip_comments
 
 __all__ = [

@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-import ipaddress
-from dataclasses import dataclass
 from typing import Any
 
-import netaddr
-
+from . import addressing
+from .findings import Finding
 from .source import Source
 
-PRIVATE = {
-    "10.0.0.0/8": "private (RFC 1918)",
-    "172.16.0.0/12": "private (RFC 1918)",
-    "192.168.0.0/16": "private (RFC 1918)",
-    "169.254.0.0/16": "link-local",
-    "127.0.0.0/8": "loopback",
-}
 CONF_KEYS = {
     "cniVersion",
     "cniVersions",
@@ -47,13 +38,14 @@ DROP_IN = {
     "route-override": "mh-route",
 }
 SHARED_NAMESPACES = {"kube-system", "default"}
-
-
-@dataclass(frozen=True)
-class Finding:
-    level: str  # "error" or "warning"
-    line: int
-    message: str
+VERSIONS = {"0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"}
+OBSOLETE = {
+    "route-overwrite": "route-override",
+    "routing-override": "route-override",
+    "routing-overwrite": "route-override",
+}
+NEEDS_PREV_RESULT = {"mh-route", "mh-sbr"}
+INTERFACE_TYPES = {"mh-macvlan", "mh-ipvlan", "bridge", "ptp", "host-device", "vlan", "tap"}
 
 
 def _model_keys(model: Any) -> set[str]:
@@ -83,10 +75,51 @@ def known_keys() -> dict[str, set[str]]:
     }
 
 
-# ---- checks on a parsed config --------------------------------------------------------
+# ---- keys -------------------------------------------------------------------------------
 
 
-def _check_keys(plugin: dict[str, Any], src: Source, keys: dict[str, set[str]]) -> list[Finding]:
+def canonical_keys(
+    section: dict[str, Any], known: set[str], where: str, src: Source
+) -> tuple[dict[str, Any], list[Finding]]:
+    """``section`` with each key that matches a known one case-insensitively taken for it
+    (as Go's encoding/json does, and our plugins too), and a warning for each."""
+    lower = {k.lower(): k for k in known}
+    out: dict[str, Any] = {}
+    found = []
+    for key, value in section.items():
+        name = key if key in known else lower.get(key.lower(), key)
+        if name != key:
+            found.append(
+                Finding(
+                    "warning",
+                    src.line_of(f'"{key}"'),
+                    f"{where}: key {key!r} is read as {name!r} (keys match case-insensitively, "
+                    f"as in Go); write {name!r}",
+                )
+            )
+        out[name] = value
+    return out, found
+
+
+def _unknown(section: dict[str, Any], known: set[str], where: str, src: Source) -> list[Finding]:
+    out = []
+    for key in section:
+        if key not in known and not key.startswith("cni.dev/"):
+            hint = " (ipvlan shares the master's MAC)" if key in ("mac", "bcqueuelen") else ""
+            out.append(
+                Finding(
+                    "warning",
+                    src.line_of(f'"{key}"'),
+                    f"{where}: unknown or ignored key {key!r}{hint}",
+                )
+            )
+    return out
+
+
+def _check_plugin_keys(
+    plugin: dict[str, Any], src: Source, keys: dict[str, set[str]]
+) -> tuple[dict[str, Any], list[Finding]]:
+    """Type and key findings; the plugin with its keys (and its ipam's) made canonical."""
     out = []
     ptype = str(plugin.get("type", ""))
     ours = DROP_IN.get(ptype, ptype)
@@ -99,93 +132,22 @@ def _check_keys(plugin: dict[str, Any], src: Source, keys: dict[str, set[str]]) 
             )
         )
     known = keys.get(ours)
-    if known is None:
-        return out
-    for key in plugin:
-        if key not in known | PLUGIN_KEYS and not key.startswith("cni.dev/"):
-            hint = " (ipvlan shares the master's MAC)" if key in ("mac", "bcqueuelen") else ""
-            out.append(
-                Finding(
-                    "warning",
-                    src.line_of(f'"{key}"'),
-                    f"{ptype}: unknown or ignored key {key!r}{hint}",
-                )
-            )
+    if known is not None:
+        plugin, found = canonical_keys(plugin, known | PLUGIN_KEYS, ptype, src)
+        out += found + _unknown(plugin, known | PLUGIN_KEYS, ptype, src)
     ipam = plugin.get("ipam")
     if isinstance(ipam, dict) and ipam.get("type"):
         itype = DROP_IN.get(str(ipam["type"]), str(ipam["type"]))
-        ikeys = keys.get(f"ipam:{itype}", set(ipam))  # an IPAM we do not know: no opinion
-        for key in ipam:
-            if key not in ikeys:
-                out.append(
-                    Finding(
-                        "warning",
-                        src.line_of(f'"{key}"'),
-                        f"ipam {ipam['type']}: unknown or ignored key {key!r}",
-                    )
-                )
-    return out
+        ikeys = keys.get(f"ipam:{itype}")  # an IPAM we do not know: no opinion
+        if ikeys is not None:
+            where = f"ipam {ipam['type']}"
+            ipam, found = canonical_keys(ipam, ikeys, where, src)
+            out += found + _unknown(ipam, ikeys, where, src)
+            plugin = {**plugin, "ipam": ipam}
+    return plugin, out
 
 
-def _ranges(ipam: dict[str, Any]) -> list[tuple[dict[str, Any], int]]:
-    out = [
-        (r, i) for i, rs in enumerate(ipam.get("ranges") or []) for r in rs if isinstance(r, dict)
-    ]
-    if ipam.get("subnet"):
-        out.insert(0, (ipam, -1))
-    return out
-
-
-def _check_ipam(ipam: dict[str, Any], src: Source) -> list[Finding]:
-    out = []
-    seen: list[tuple[netaddr.IPSet, str]] = []
-    for rng, _ in _ranges(ipam):
-        try:
-            subnet = ipaddress.ip_network(str(rng["subnet"]), strict=False)
-        except (ValueError, KeyError):
-            out.append(
-                Finding(
-                    "error",
-                    src.line_of(str(rng.get("subnet", "subnet"))),
-                    f"invalid subnet {rng.get('subnet')!r}",
-                )
-            )
-            continue
-        for key in ("gateway", "rangeStart", "rangeEnd"):
-            value = rng.get(key)
-            if value and ipaddress.ip_address(str(value)) not in subnet:
-                out.append(
-                    Finding(
-                        "error",
-                        src.line_of(str(value)),
-                        f"{key} {value} is outside its subnet {subnet}",
-                    )
-                )
-        span = netaddr.IPSet(
-            netaddr.IPRange(
-                str(rng.get("rangeStart") or subnet[0]), str(rng.get("rangeEnd") or subnet[-1])
-            )
-        )
-        for other, where in seen:
-            if span & other:
-                out.append(
-                    Finding(
-                        "error", src.line_of(str(rng["subnet"])), f"range {subnet} overlaps {where}"
-                    )
-                )
-        seen.append((span, str(subnet)))
-    for addr in ipam.get("addresses") or []:
-        if isinstance(addr, dict) and addr.get("gateway") and addr.get("address"):
-            net = ipaddress.ip_interface(str(addr["address"])).network
-            if ipaddress.ip_address(str(addr["gateway"])) not in net:
-                out.append(
-                    Finding(
-                        "error",
-                        src.line_of(str(addr["gateway"])),
-                        f"gateway {addr['gateway']} is outside {net}",
-                    )
-                )
-    return out
+# ---- the lease store ----------------------------------------------------------------------
 
 
 def _check_store(ipam: dict[str, Any], src: Source) -> list[Finding]:
@@ -233,93 +195,171 @@ def _check_store(ipam: dict[str, Any], src: Source) -> list[Finding]:
     return out
 
 
-def _check_routes(routes: list[Any], src: Source) -> list[Finding]:
+# ---- one config ---------------------------------------------------------------------------
+
+
+def _check_top(
+    conf: dict[str, Any], src: Source, nad: bool, duplicates: list[str]
+) -> list[Finding]:
     out = []
-    v4 = [r for r in routes if isinstance(r, dict) and ":" not in str(r.get("dst", ":"))]
-    defaults = [r for r in v4 if str(r.get("dst", "")).endswith("/0")]
-    for r in defaults:
+    for key in duplicates:
+        first = src.raw.find(f'"{key}"')
         out.append(
             Finding(
                 "warning",
-                src.line_of(str(r["dst"])),
-                f"default route {r['dst']} through the secondary interface: cluster "
-                "traffic follows it unless eth0 has more specific routes",
+                src.line_of(f'"{key}"', first + 1),
+                f"key {key!r} appears twice in one object: the last one wins (as in Go), "
+                "the first is silently dropped",
             )
         )
-    v4 = [r for r in v4 if r not in defaults]
-    covered = netaddr.IPSet([str(r["dst"]) for r in v4])
-    for block, what in PRIVATE.items():
-        hit = covered & netaddr.IPSet([block])
-        if hit:
-            first = next(r for r in v4 if netaddr.IPSet([str(r["dst"])]) & hit)
-            out.append(
-                Finding(
-                    "error",
-                    src.line_of(str(first["dst"])),
-                    f"route {first['dst']} sends {block} ({what}) through the "
-                    f"secondary gateway: cluster traffic breaks",
-                )
+    if not conf.get("name") and not nad:  # (Multus names a NAD's network after it)
+        out.append(Finding("warning", src.first_line, "no network name"))
+    if "type" not in conf and "plugins" not in conf:
+        return out  # an IPAM fragment
+    version = conf.get("cniVersion")
+    if version is None:
+        out.append(
+            Finding(
+                "warning",
+                src.first_line,
+                "no cniVersion: it is taken as 0.1.0, whose result has one address per family "
+                '("ip4"/"ip6"); say "1.0.0"',
             )
-    from multihome.plugins import routesets
-
-    public = netaddr.IPSet([str(n) for n in routesets.compute(["public-ipv4"])])
-    if (covered & public).size > public.size // 2:
-        missing = [str(c) for c in (public - covered).iter_cidrs()]
-        if missing:
-            out.append(
-                Finding(
-                    "error",
-                    src.line_of(str(v4[0]["dst"])),
-                    f"this looks like a public route set but leaves out "
-                    f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}; "
-                    'use mh-route with "presets": ["public-ipv4"]',
-                )
+        )
+    elif str(version) not in VERSIONS:
+        hint = " (a template placeholder: render it first)" if "{" in str(version) else ""
+        out.append(
+            Finding(
+                "error",
+                src.line_of('"cniVersion"'),
+                f"cniVersion {version!r} is not a CNI version{hint}",
             )
+        )
+    if "plugins" in conf and "capabilities" in conf:
+        out.append(
+            Finding(
+                "warning",
+                src.line_of('"capabilities"'),
+                "capabilities at the conflist level are ignored by libcni: put them in the "
+                "plugin that reads them (runtimeConfig.ips then never arrives)",
+            )
+        )
     return out
 
 
-def check_config(conf: Any, src: Source, namespace: str = "", nad: bool = False) -> list[Finding]:
-    """All findings for one parsed CNI config (a conflist or a single plugin)."""
+def _check_type(plugin: dict[str, Any], index: int, src: Source) -> list[Finding]:
+    ptype = str(plugin.get("type", ""))
+    ours = DROP_IN.get(ptype, ptype)
+    line = src.line_of(f'"{ptype}"') if ptype else src.first_line
+    if not ptype:
+        return [Finding("error", line, "a plugin without a type")]
+    if ptype in OBSOLETE:
+        return [
+            Finding(
+                "error",
+                line,
+                f"type {ptype!r} is an old name: the plugin is {OBSOLETE[ptype]!r} "
+                f"(or {DROP_IN[OBSOLETE[ptype]]!r})",
+            )
+        ]
+    if ours in NEEDS_PREV_RESULT and index == 0:
+        return [
+            Finding(
+                "error",
+                line,
+                f"{ptype} must be chained after an interface plugin (it changes that "
+                "interface, from the prevResult): alone it has nothing to work on",
+            )
+        ]
+    if ours in ("mh-macvlan", "mh-ipvlan") and not plugin.get("master"):
+        return [
+            Finding("warning", line, "no master: the node's default-route interface will be used")
+        ]
+    return []
+
+
+def _check_ipam_section(
+    plugin: dict[str, Any], src: Source, namespace: str, cluster: list[addressing.Net]
+) -> list[Finding]:
+    ipam = plugin.get("ipam")
+    if not isinstance(ipam, dict) or not ipam:
+        return []  # ("ipam": {} is an L2-only interface)
+    ptype = DROP_IN.get(str(plugin.get("type")), str(plugin.get("type")))
+    if not ipam.get("type"):
+        return [
+            Finding(
+                "error",
+                src.line_of('"ipam"'),
+                f"ipam has keys ({', '.join(map(repr, list(ipam)[:3]))}) but no type: the "
+                "reference plugins give an interface with no address and no error, "
+                'multihome refuses it (code 7); add "type": "host-local" (or mh-ipam)',
+            )
+        ]
+    out = []
+    if ptype == "mh-ipvlan" and ipam.get("type") == "dhcp":
+        out.append(
+            Finding(
+                "warning",
+                src.line_of('"dhcp"'),
+                "ipvlan with dhcp: the interface shares the master's MAC, so DHCP servers "
+                "cannot tell pods apart (unsupported upstream); use a static or pooled IPAM",
+            )
+        )
+    routes: list[Any] = ipam["routes"] if isinstance(ipam.get("routes"), list) else []
+    out += addressing.check_ipam(ipam, src)
+    out += _check_store(ipam, src)
+    out += addressing.check_routes(routes, src, cluster)
+    out += addressing.check_gateways(routes, addressing.interface_subnets(ipam), src)
+    store = ipam.get("store")
+    cluster_wide = isinstance(store, dict) and store.get("type") == "etcd"
+    shared = namespace in SHARED_NAMESPACES and not cluster_wide
+    if ipam.get("type") in ("host-local", "mh-ipam") and shared:
+        out.append(
+            Finding(
+                "warning",
+                src.line_of(f'"{ipam["type"]}"'),
+                f"a pool in {namespace} shared by every node, on a per-node "
+                "store: two nodes can hand out the same address (give each "
+                "node its own range, or use mh-ipam's etcd store)",
+            )
+        )
+    return out
+
+
+def check_config(
+    conf: Any,
+    src: Source,
+    namespace: str = "",
+    *,
+    nad: bool = False,
+    cluster: list[addressing.Net] | None = None,
+    duplicates: list[str] | None = None,
+) -> list[Finding]:
+    """All findings for one parsed CNI config (a conflist or a single plugin).
+
+    ``cluster``: the cluster's own CIDRs (pods, services); a route sending them
+    through the secondary gateway is an error, other private space a warning.
+    """
     if not isinstance(conf, dict):
         return [Finding("error", src.first_line, "the config must be a JSON object")]
     keys = known_keys()
-    plugins = conf.get("plugins") if "plugins" in conf else [conf]
-    out: list[Finding] = []
-    if not conf.get("name") and not nad:  # (Multus names a NAD's network after it)
-        out.append(Finding("warning", src.first_line, "no network name"))
-    for plugin in plugins if isinstance(plugins, list) else []:
-        if not isinstance(plugin, dict):
+    out = _check_top(conf, src, nad, duplicates or [])
+    if "plugins" not in conf and "type" not in conf:
+        plugins: Any = [conf] if isinstance(conf.get("ipam"), dict) else []  # an IPAM fragment
+    else:
+        plugins = conf.get("plugins") if "plugins" in conf else [conf]
+    if not isinstance(plugins, list):
+        return [*out, Finding("error", src.line_of('"plugins"'), "plugins must be a list")]
+    for index, given in enumerate(plugins):
+        if not isinstance(given, dict):
+            out.append(Finding("error", src.first_line, f"plugin {index} is not an object"))
             continue
-        ptype = DROP_IN.get(str(plugin.get("type")), str(plugin.get("type")))
-        out += _check_keys(plugin, src, keys)
-        if ptype in ("mh-macvlan", "mh-ipvlan") and not plugin.get("master"):
-            out.append(
-                Finding(
-                    "warning",
-                    src.line_of(f'"{plugin.get("type")}"'),
-                    "no master: the node's default-route interface will be used",
-                )
-            )
-        ipam = plugin.get("ipam")
-        if isinstance(ipam, dict):
-            out += _check_ipam(ipam, src)
-            out += _check_store(ipam, src)
-            out += _check_routes(ipam.get("routes") or [], src)
-            store = ipam.get("store")
-            cluster_wide = isinstance(store, dict) and store.get("type") == "etcd"
-            if (
-                ipam.get("type") in ("host-local", "mh-ipam")
-                and namespace in SHARED_NAMESPACES
-                and not cluster_wide
-            ):
-                out.append(
-                    Finding(
-                        "warning",
-                        src.line_of(f'"{ipam["type"]}"'),
-                        f"a pool in {namespace} shared by every node, on a per-node "
-                        "store: two nodes can hand out the same address (give each "
-                        "node its own range, or use mh-ipam's etcd store)",
-                    )
-                )
-        out += _check_routes(plugin.get("addroutes") or [], src)
+        if "type" in given or "plugins" in conf:
+            out += _check_type(given, index, src)
+        plugin, found = _check_plugin_keys(given, src, keys)
+        out += found
+        out += _check_ipam_section(plugin, src, namespace, cluster or [])
+        addroutes = plugin.get("addroutes")
+        if isinstance(addroutes, list):
+            out += addressing.check_routes(addroutes, src, cluster or [])
     return out

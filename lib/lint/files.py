@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from .checks import Finding, check_config
-from .source import Source, strip_comments
+from . import pods
+from .addressing import Net
+from .checks import check_config
+from .findings import Finding
+from .source import Source, load_json, strip_comments
 
 
 def _strip_raw_comments(raw: str) -> tuple[str, list[int]]:
@@ -21,14 +23,31 @@ def _strip_raw_comments(raw: str) -> tuple[str, list[int]]:
     return "\n".join(lines), found
 
 
-def _nad_findings(node: Any, namespace: str) -> list[Finding]:
+def _parse(text: str, raw: str, src: Source, what: str) -> tuple[Any, list[str], list[Finding]]:
+    """The JSON document, its duplicate keys, or an error naming the line and the token."""
+    try:
+        conf, duplicates = load_json(text)
+    except ValueError as exc:
+        pos = getattr(exc, "pos", 0) or 0
+        token = text[pos : pos + 12].strip()
+        line = src.line_of(token) if token and token in raw else src.first_line
+        if what == "file":
+            line = getattr(exc, "lineno", line)
+        near = f" near {token!r}" if token else ""
+        return None, [], [Finding("error", line, f"{what} is not JSON{near}: {exc}")]
+    except RecursionError:
+        return None, [], [Finding("error", src.first_line, f"{what} nests too deeply")]
+    return conf, duplicates, []
+
+
+def _nad_findings(node: Any, namespace: str, cluster: list[Net]) -> list[Finding]:
     import yaml
 
     mark = node.start_mark
     raw = mark.buffer[mark.pointer : node.end_mark.pointer] if mark.buffer else node.value
     src = Source(raw, mark.line + 1)
     out: list[Finding] = []
-    text = node.value
+    text = str(node.value)
     cleaned_raw, comment_lines = _strip_raw_comments(raw)
     for number in comment_lines:
         comment = raw.split("\n")[number].split("#", 1)[1].strip()
@@ -41,26 +60,62 @@ def _nad_findings(node: Any, namespace: str) -> list[Finding]:
             )
         )
     if comment_lines:
-        text = str(yaml.safe_load(cleaned_raw))  # the same scalar, without the comments
+        try:  # the same scalar, without the comments
+            text = str(yaml.safe_load(cleaned_raw))
+        except yaml.YAMLError:
+            return out
+    conf, duplicates, errors = _parse(text, raw, src, "spec.config")
+    if errors:
+        return out + errors
+    return out + check_config(
+        conf, src, namespace, nad=True, cluster=cluster, duplicates=duplicates
+    )
+
+
+def _mapping(node: Any) -> dict[str, Any]:
+    import yaml
+
+    if not isinstance(node, yaml.MappingNode):
+        return {}
+    return {k.value: v for k, v in node.value if isinstance(k, yaml.ScalarNode)}
+
+
+def _scalar(node: Any) -> str:
+    import yaml
+
+    return str(node.value) if isinstance(node, yaml.ScalarNode) else ""
+
+
+def _document_findings(doc: Any, cluster: list[Net]) -> list[Finding]:
+    """A NAD (or a bare ``spec.config``, as pasted into issues), or a Pod's annotation."""
+    import yaml
+
+    data = _mapping(doc)
+    kind = _scalar(data.get("kind"))
+    meta = _mapping(data.get("metadata"))
+    if kind == "Pod":
+        return pods.annotation_findings(_mapping(meta.get("annotations")))
+    spec = _mapping(data.get("spec"))
+    if kind != "NetworkAttachmentDefinition" and (kind or "config" not in spec):
+        return []
+    config = spec.get("config")
+    if not isinstance(config, yaml.ScalarNode):
+        return [Finding("error", doc.start_mark.line + 1, "no spec.config")]
+    return _nad_findings(config, _scalar(meta.get("namespace")), cluster)
+
+
+def lint_file(path: Path, cluster: list[Net] | None = None) -> list[Finding]:
+    """Every finding in a conflist, a conf, or a YAML file of NADs (and Pods)."""
     try:
-        conf = json.loads(text)
-    except ValueError as exc:
-        pos = getattr(exc, "pos", 0)
-        token = text[pos : pos + 12].strip()
-        line = src.line_of(token) if token and token in raw else src.first_line
-        out.append(Finding("error", line, f"spec.config is not JSON near {token!r}: {exc}"))
-        return out
-    return out + check_config(conf, src, namespace, nad=True)
-
-
-def lint_file(path: Path) -> list[Finding]:
-    text = path.read_text()
+        text = path.read_text()
+    except UnicodeDecodeError as exc:
+        return [Finding("error", 1, f"not text: {exc}")]
     if path.suffix in (".conflist", ".conf", ".json"):
-        try:
-            conf = json.loads(text)
-        except ValueError as exc:
-            return [Finding("error", getattr(exc, "lineno", 1), f"not JSON: {exc}")]
-        return check_config(conf, Source(text, 1))
+        src = Source(text, 1)
+        conf, duplicates, errors = _parse(text, text, src, "file")
+        if errors:
+            return errors
+        return check_config(conf, src, cluster=cluster, duplicates=duplicates)
     import yaml
 
     out: list[Finding] = []
@@ -68,21 +123,11 @@ def lint_file(path: Path) -> list[Finding]:
         documents = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        return [Finding("error", mark.line + 1 if mark else 1, f"not YAML: {exc}")]
+        problem = getattr(exc, "problem", None) or str(exc).split("\n")[0]
+        return [Finding("error", mark.line + 1 if mark else 1, f"not YAML: {problem}")]
     for doc in documents:
-        if doc is None or not isinstance(doc, yaml.MappingNode):
-            continue
-        data = {k.value: v for k, v in doc.value if isinstance(k, yaml.ScalarNode)}
-        if "kind" not in data or data["kind"].value != "NetworkAttachmentDefinition":
-            continue
-        meta = {k.value: v for k, v in getattr(data.get("metadata"), "value", [])}
-        namespace = meta["namespace"].value if "namespace" in meta else ""
-        spec = {k.value: v for k, v in getattr(data.get("spec"), "value", [])}
-        config = spec.get("config")
-        if not isinstance(config, yaml.ScalarNode):
-            out.append(Finding("error", doc.start_mark.line + 1, "no spec.config"))
-            continue
-        out += _nad_findings(config, namespace)
+        if isinstance(doc, yaml.MappingNode):
+            out += _document_findings(doc, cluster or [])
     return out
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 
 class Source:
     """The text of a JSON config and where it starts in the file, for line numbers."""
@@ -33,3 +36,18 @@ def strip_comments(text: str) -> tuple[str, list[int]]:
         out.append(ch)
         i += 1
     return "".join(out), found
+
+
+def load_json(text: str) -> tuple[Any, list[str]]:
+    """Parse like Go's encoding/json does for duplicates (the last wins); name them."""
+    duplicates: list[str] = []
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in items:
+            if key in out:
+                duplicates.append(key)
+            out[key] = value
+        return out
+
+    return json.loads(text, object_pairs_hook=pairs), duplicates
