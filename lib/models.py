@@ -6,10 +6,18 @@ plugins to pass through keys they do not know.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from typing import Annotated, TypeAlias, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainSerializer, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    PlainSerializer,
+    ValidationError,
+    model_validator,
+)
 
 from .errors import INVALID_CONFIG, CNIError
 
@@ -56,6 +64,42 @@ StrictNetwork = Annotated[IPNetwork, BeforeValidator(_strict_network), _as_str]
 
 class Model(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True, arbitrary_types_allowed=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _go_keys(cls, data: object) -> object:
+        """Keys as Go's encoding/json matches them (the reference plugins' parser): a
+        key that equals a known one but for case is taken for it (``datadir`` is
+        ``dataDir``), and of two keys naming one field the last wins."""
+        if not isinstance(data, dict):
+            return data
+        exact, folded = _keys_of(cls)
+        renamed = {
+            key: folded[key.lower()]
+            for key in data
+            if key not in exact and isinstance(key, str) and key.lower() in folded
+        }
+        if not renamed:
+            return data  # the usual case: nothing to rename, nothing copied
+        out: dict[object, object] = {}
+        for key, value in data.items():
+            name = renamed.get(key, key)
+            out.pop(name, None)  # (re-inserted: the last one wins)
+            out[name] = value
+        return out
+
+
+@functools.cache
+def _keys_of(model: type[Model]) -> tuple[frozenset[str], dict[str, str]]:
+    """A model's keys as written (aliases and names), and its aliases by lower case."""
+    exact: set[str] = set()
+    folded: dict[str, str] = {}
+    for name, field in model.model_fields.items():
+        exact.add(name)
+        key = field.alias or name
+        exact.add(key)
+        folded.setdefault(key.lower(), key)
+    return frozenset(exact), folded
 
 
 def describe(exc: ValidationError, prefix: str = "") -> str:
