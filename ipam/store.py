@@ -11,6 +11,9 @@ an owner (container ID, ifname) holds, which makes a repeated ADD and a DEL
 O(1) instead of reading every lease file. The index is a hint: every address
 it names is verified against its lease file, and an owner it does not know is
 looked up by scanning the network directory, as host-local always does.
+Leases written behind the index's back (host-local on the same dataDir) are
+noticed by the network directory's mtime, recorded after each of our writes:
+the next locked section rescans once before it trusts the index.
 
 Crash safety: the index entry naming a candidate is written before the lease,
 and a lease appears atomically (written to a temporary file, then ``link``ed
@@ -39,6 +42,7 @@ LOCK = "lock"
 LAST_RESERVED = "last_reserved_ip."
 PRIVATE = ".multihome"
 INDEX_MAGIC = "mh-index 1"
+SEEN = "seen"  # in by-id/: the network directory as our last write left it
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 _MAX_FILE = 4096
@@ -88,6 +92,8 @@ class FileStore:
         self.dfd = self._open_dir(self.path)
         self.index_fd = self._open_dir(os.path.join(self.private, "by-id"))
         self.tmp_fd = self._open_dir(os.path.join(self.private, "tmp"))
+        self._stale = False  # (locked) a write we did not make may be missing from the index
+        self._rebuilt = False
 
     @staticmethod
     def _open_dir(path: str) -> int:
@@ -135,9 +141,51 @@ class FileStore:
                         ) from None
                     time.sleep(pause)
                     pause = min(pause * 2, 0.02)
-            yield
+            entered = os.fstat(self.dfd)
+            self._stale = self._read(SEEN, self.index_fd) != _stamp(entered)
+            try:
+                yield
+            finally:
+                with contextlib.suppress(OSError):
+                    self._note_own_writes(entered)
         finally:
             os.close(fd)  # closing releases the flock
+
+    # ---- writes that did not come through us -------------------------------
+    #
+    # host-local (or anything else) may lease on the same dataDir, taking the same
+    # lock; the index would not know those leases. After each locked section that
+    # wrote, we set the network directory's mtime one nanosecond back and record
+    # it (by-id/seen). Any later entry made or removed there sets the mtime to
+    # the current time, never to the recorded value, even within one clock tick;
+    # the next locked section sees the difference and rescans before it trusts
+    # the index.
+
+    def _note_own_writes(self, entered: os.stat_result) -> None:
+        if self._stale:
+            return  # a write not ours is not in the index yet: keep the record old
+        now = os.fstat(self.dfd)
+        if not self._rebuilt and _stamp(now) == _stamp(entered):
+            return
+        with contextlib.suppress(OSError):  # not the directory's owner: a tick stays racy
+            os.utime(self.dfd, ns=(now.st_atime_ns, now.st_mtime_ns - 1))
+            now = os.fstat(self.dfd)
+        self._replace(SEEN, _stamp(now), self.index_fd)
+        self._rebuilt = False
+
+    def _rebuild(self) -> None:
+        """Add every lease to its owner's index entry: one scan, as host-local makes
+        on every call. (ID-only legacy leases name no interface; DEL's scan finds them.)"""
+        found: dict[Owner, list[IPAddress]] = {}
+        for ip, owner in self.scan():
+            if owner[1]:
+                found.setdefault(owner, []).append(ip)
+        for owner, ips in found.items():
+            known = self._index_get(owner) or []
+            missing = [ip for ip in ips if ip not in known]
+            if missing:
+                self._index_put(owner, [*known, *missing])
+        self._stale, self._rebuilt = False, True
 
     # ---- small file helpers ---------------------------------------------
 
@@ -229,8 +277,11 @@ class FileStore:
         The index answers in O(1) and is authoritative for leases we made, which
         is what ADD needs. With ``scan`` an owner the index does not know is also
         looked for in every lease file, as host-local does (for DEL and CHECK,
-        which must see leases host-local or a legacy store made).
+        which must see leases host-local or a legacy store made). A locked store
+        that another writer changed since our last write rescans first.
         """
+        if self._stale:
+            self._rebuild()
         hinted = self._index_get(owner)
         if hinted is not None:
             mine = [ip for ip in hinted if self._is_mine(ip, owner)]
@@ -295,7 +346,7 @@ class FileStore:
                     os.unlink(entry.name, dir_fd=self.tmp_fd)
         live = {self._key(o) for o in live_owners}
         with os.scandir(self.index_fd) as entries:
-            stale = [e.name for e in entries if e.name not in live]
+            stale = [e.name for e in entries if e.name not in live and e.name != SEEN]
         for name in stale:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(name, dir_fd=self.index_fd)
@@ -318,6 +369,10 @@ class FileStore:
             raise CNIError(
                 NOT_AVAILABLE, f"lease store {self.path} is not usable: {exc.strerror}"
             ) from None
+
+
+def _stamp(st: os.stat_result) -> bytes:
+    return f"{st.st_ino} {st.st_mtime_ns}".encode()
 
 
 def _is_regular(fd: int) -> bool:
