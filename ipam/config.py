@@ -183,10 +183,16 @@ def _canonical_range(conf: RangeConf, where: str) -> Range:
     ):
         if value is not None and value not in subnet:
             raise _invalid(f"{where}: {key} {value} is not in subnet {subnet}")
-    start = int(conf.range_start) if conf.range_start is not None else first
-    end = int(conf.range_end) if conf.range_end is not None else last
+    # An IPv4 subnet's network and broadcast addresses are never handed out, even
+    # when rangeStart or rangeEnd names them (host-local hands out .255 then).
+    start = max(int(conf.range_start), first) if conf.range_start is not None else first
+    end = min(int(conf.range_end), last) if conf.range_end is not None else last
     if start > end:
-        raise _invalid(f"{where}: rangeStart {conf.range_start} is after rangeEnd {conf.range_end}")
+        raise _invalid(
+            f"{where}: rangeStart {conf.range_start} is after rangeEnd {conf.range_end}"
+            if int(conf.range_start or first) > int(conf.range_end or last)
+            else f"{where}: the range holds only the network or broadcast address of {subnet}"
+        )
     gateway = conf.gateway if conf.gateway is not None else ipaddress.ip_address(first)
     return Range(subnet=subnet, start=start, end=end, gateway=gateway)
 

@@ -87,6 +87,21 @@ def parse_mac(text: str, source: str) -> bytes:
     return raw
 
 
+def _refuse_untyped_ipam(ipam: object, conf: LinkConf) -> None:
+    """``ipam`` with keys but no type is a lost line, not a wish for no address: the
+    reference gives an interface without one, silently; we say so (``{}`` is L2-only)."""
+    if conf.ipam_type or not isinstance(ipam, dict):
+        return
+    keys = [str(k) for k in ipam if str(k).lower() != "type"]
+    if keys:
+        raise CNIError(
+            INVALID_CONFIG,
+            "ipam.type is missing",
+            f"ipam has {', '.join(keys)} but no type (e.g. mh-ipam or host-local); "
+            '"ipam": {} gives an interface without addresses',
+        )
+
+
 def _is_missing(exc: OSError) -> bool:
     return exc.errno in (errno.ENODEV, errno.ENOENT)
 
@@ -101,6 +116,7 @@ class LinkPlugin:
 
     def load(self, req: Request) -> LinkConf:
         conf = parse(LinkConf, req.conf)
+        _refuse_untyped_ipam(req.conf.get("ipam"), conf)
         conf.mode = conf.mode or self.kind.default_mode
         if conf.mode not in self.kind.modes:
             raise CNIError(

@@ -29,8 +29,11 @@ IMPLS = {"ours": ("mh-macvlan", "mh-ipam"), "reference": ("macvlan", "host-local
 
 
 def multus_eth0(topo: Topology) -> None:
-    """The cluster network's eth0, as every pod has it before Multus runs a delegate."""
+    """The cluster network's eth0, as every pod has it before Multus runs a delegate
+    (the shared topology gives pods one with these addresses; then it is kept)."""
     pod = topo.pod
+    if "eth0" in pod.links():
+        return
     pod.ip("link", "add", "eth0", "type", "veth", "peer", "name", "mhc0", "netns", topo.host.name)
     topo.host.ip("link", "set", "mhc0", "up")
     pod.ip("link", "set", "eth0", "up")
