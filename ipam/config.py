@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
 from pydantic import Field, ValidationError, field_validator
 
-from multihome.lib import cniargs, validate, versions
+from multihome.lib import cniargs, jsonfast, validate, versions
 from multihome.lib.errors import INVALID_CONFIG, CNIError
 from multihome.lib.models import Address, IPAddress, IPNetwork, Model, StrictNetwork, describe
 from multihome.lib.request import Request
@@ -27,8 +28,14 @@ DEFAULT_ETCD_PREFIX = "/multihome/ipam"
 DEFAULT_ETCD_TIMEOUT = 5.0
 
 
+# The node's etcd settings: only an admin of the node writes them; a NAD names a profile.
+DEFAULT_ETCD_CONF = "/etc/multihome/etcd.conf"
+ETCD_CONF_ENV = "MULTIHOME_ETCD_CONF"  # the runtime's environment may move it; a NAD cannot
+ETCD_PREFIX_ROOT = "/multihome/"  # every profile's prefix is under it
+
+
 class TLSConf(Model):
-    """Client TLS for ``https://`` etcd endpoints: file paths on the node."""
+    """Client TLS for ``https://`` etcd endpoints: files in the node's etcd directory."""
 
     ca: str = ""
     cert: str = ""
@@ -36,13 +43,30 @@ class TLSConf(Model):
     server_name: str = Field("", alias="serverName")
 
 
+class EtcdProfile(Model):
+    """One profile of the node file: which etcd, as whom, and under which key prefix."""
+
+    endpoints: list[str]
+    tls: TLSConf | None = None
+    prefix: str = DEFAULT_ETCD_PREFIX
+
+    @field_validator("endpoints")
+    @classmethod
+    def _urls(cls, urls: list[str]) -> list[str]:
+        return _check_urls(urls)
+
+
 class LeaseStoreConf(Model):
-    """``ipam.store``: where leases live. No store (or ``file``) is the dataDir store."""
+    """``ipam.store``: where leases live. No store (or ``file``) is the dataDir store.
+
+    An etcd store names a ``profile`` of the node file; the NAD may pick and order
+    that profile's endpoints and narrow its prefix, and nothing else."""
 
     type: Literal["file", "etcd"] = "file"
+    profile: str = "default"
     endpoints: list[str] = []
-    prefix: str = DEFAULT_ETCD_PREFIX
-    tls: TLSConf | None = None
+    prefix: str = ""
+    tls: TLSConf | None = None  # only from ``multihome leases`` flags; refused in a NAD
     timeout: float = Field(DEFAULT_ETCD_TIMEOUT, gt=0, le=600)
     # The node recorded on each lease, and the only one whose leases GC may free.
     node: str = ""
@@ -50,11 +74,15 @@ class LeaseStoreConf(Model):
     @field_validator("endpoints")
     @classmethod
     def _urls(cls, urls: list[str]) -> list[str]:
-        from .etcdclient import Endpoint
+        return _check_urls(urls)
 
-        for url in urls:
-            Endpoint(url)  # raises ValueError: not http(s)://HOST:PORT
-        return urls
+
+def _check_urls(urls: list[str]) -> list[str]:
+    from .etcdclient import Endpoint
+
+    for url in urls:
+        Endpoint(url)  # raises ValueError: not http(s)://HOST:PORT
+    return urls
 
 
 @dataclass(frozen=True)
@@ -68,26 +96,128 @@ class EtcdSettings:
     tls: TLSConf | None = None
 
 
-def etcd_settings(conf: LeaseStoreConf | None) -> EtcdSettings | None:
+def etcd_conf_path(env: Mapping[str, str] | None = None) -> str:
+    """The node file: ``MULTIHOME_ETCD_CONF`` from the call's environment (the runtime's),
+    else from this process's (the daemon's, as its admin started it), else the default."""
+    return (env or {}).get(ETCD_CONF_ENV) or os.environ.get(ETCD_CONF_ENV) or DEFAULT_ETCD_CONF
+
+
+def etcd_tls_dir(conf_path: str) -> str:
+    """Where a profile's TLS files must be: ``etcd/`` beside the node file."""
+    return os.path.join(os.path.dirname(conf_path), "etcd") + "/"
+
+
+def load_profile(name: str, env: Mapping[str, str] | None = None) -> EtcdProfile:
+    """Profile ``name`` of the node file, checked; code 7 for anything amiss.
+
+    The file must be root's and writable by root only, as the credentials it
+    names are. TLS files must be in the ``etcd/`` directory beside it, and the
+    prefix under ``/multihome/``."""
+    from multihome.lib.models import parse
+
+    path = etcd_conf_path(env)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise _invalid(
+            f"ipam.store: the etcd store needs the node's etcd settings, {path}: "
+            f"{exc.strerror or exc}",
+            "an admin writes the node's etcd profiles there; a NAD only names one",
+        ) from None
+    try:
+        info = os.fstat(fd)
+        if info.st_uid != 0 or info.st_mode & 0o022:
+            raise _invalid(f"{path} must be owned by root and writable by root only")
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            raw = fh.read(1 << 20)
+    finally:
+        os.close(fd)
+    try:
+        doc = jsonfast.loads(raw)
+    except ValueError as exc:
+        raise _invalid(f"{path} is not JSON: {exc}") from None
+    profiles = doc.get("profiles") if isinstance(doc, dict) else None
+    if not isinstance(profiles, dict) or name not in profiles:
+        known = ", ".join(sorted(profiles)) if isinstance(profiles, dict) else "none"
+        raise _invalid(f"ipam.store.profile {name!r} is not in {path} (it has: {known})")
+    profile = parse(EtcdProfile, profiles[name], f"etcd profile {name!r} in {path}")
+    tls_dir = etcd_tls_dir(path)
+    tls = profile.tls or TLSConf()
+    for key, file in (("ca", tls.ca), ("cert", tls.cert), ("key", tls.key)):
+        if file and not _within(file, tls_dir):
+            raise _invalid(f"{path}, profile {name!r}: tls.{key} {file!r} is not in {tls_dir}")
+    if not _under(profile.prefix, ETCD_PREFIX_ROOT.rstrip("/")):
+        raise _invalid(
+            f"{path}, profile {name!r}: prefix {profile.prefix!r} is not under {ETCD_PREFIX_ROOT}"
+        )
+    return profile
+
+
+def _within(file: str, directory: str) -> bool:
+    """``file`` is in ``directory`` (or below), with no '..' or symlink leading out."""
+    if not file.startswith("/") or ".." in file.split("/"):
+        return False
+    real = os.path.realpath(file)
+    return real.startswith(os.path.realpath(directory) + "/")
+
+
+def _under(key: str, prefix: str) -> bool:
+    """The etcd key prefix ``key`` is ``prefix`` or below it (whole path segments)."""
+    key = key.rstrip("/")
+    return key == prefix or key.startswith(prefix + "/")
+
+
+def etcd_settings(
+    conf: LeaseStoreConf | None, env: Mapping[str, str] | None = None, *, direct: bool = False
+) -> EtcdSettings | None:
+    """The store a config asks for, within what the node allows; code 7 otherwise.
+
+    ``direct``: endpoints, TLS and prefix as given (``multihome leases`` flags, which
+    the admin types); a config never gets this."""
     if conf is None or conf.type == "file":
         return None
-    if not conf.endpoints:
-        raise _invalid("ipam.store: an etcd store needs at least one endpoint")
-    if conf.tls is not None and not any(u.startswith("https://") for u in conf.endpoints):
+    if direct:
+        endpoints, tls = list(conf.endpoints), conf.tls
+        prefix = conf.prefix or DEFAULT_ETCD_PREFIX
+        if not endpoints:
+            raise _invalid("ipam.store: an etcd store needs at least one endpoint")
+        if not prefix.startswith("/"):
+            raise _invalid(f"ipam.store.prefix {prefix!r} must start with '/'")
+    else:
+        if conf.tls is not None:
+            raise _invalid(
+                "ipam.store.tls: the etcd credentials are the node's: they come from the "
+                f"profile in {etcd_conf_path(env)}, not from a NAD"
+            )
+        profile = load_profile(conf.profile, env)
+        endpoints, tls = list(profile.endpoints), profile.tls
+        if conf.endpoints:  # a choice among the profile's, in the NAD's order
+            stray = [u for u in conf.endpoints if u not in profile.endpoints]
+            if stray:
+                raise _invalid(
+                    f"ipam.store.endpoints {', '.join(stray)}: not an endpoint of profile "
+                    f"{conf.profile!r}",
+                )
+            endpoints = list(conf.endpoints)
+        prefix = conf.prefix or profile.prefix
+        if not _under(prefix, profile.prefix.rstrip("/")):
+            raise _invalid(
+                f"ipam.store.prefix {prefix!r} is not under profile {conf.profile!r}'s "
+                f"prefix {profile.prefix!r}"
+            )
+    if tls is not None and not any(u.startswith("https://") for u in endpoints):
         raise _invalid("ipam.store.tls is set, but no endpoint is https://")
-    if conf.tls is not None and bool(conf.tls.cert) != bool(conf.tls.key):
+    if tls is not None and bool(tls.cert) != bool(tls.key):
         raise _invalid("ipam.store.tls: cert and key go together")
-    if not conf.prefix.startswith("/"):
-        raise _invalid(f"ipam.store.prefix {conf.prefix!r} must start with '/'")
     node = conf.node or os.uname().nodename
     if not validate.is_cni_name(node):
         raise _invalid(f"ipam.store.node {node!r} is not a valid node name")
     return EtcdSettings(
-        endpoints=tuple(conf.endpoints),
-        prefix=conf.prefix.rstrip("/"),
+        endpoints=tuple(endpoints),
+        prefix=prefix.rstrip("/"),
         timeout=conf.timeout,
         node=node,
-        tls=conf.tls,
+        tls=tls,
     )
 
 
@@ -319,7 +449,7 @@ def load(req: Request) -> Pool:
         data_dir=_check_data_dir(ipam.data_dir),
         lock_timeout=ipam.lock_timeout,
         cni_version=req.cni_version,
-        etcd=etcd_settings(ipam.store),
+        etcd=etcd_settings(ipam.store, req.env),
     )
 
 
@@ -349,5 +479,7 @@ def store_settings(req: Request) -> StoreSettings:
 
     conf = parse(StoreNetConf, req.conf)
     return StoreSettings(
-        _check_data_dir(conf.ipam.data_dir), conf.ipam.lock_timeout, etcd_settings(conf.ipam.store)
+        _check_data_dir(conf.ipam.data_dir),
+        conf.ipam.lock_timeout,
+        etcd_settings(conf.ipam.store, req.env),
     )

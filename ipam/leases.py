@@ -216,11 +216,17 @@ def resolve(
         raise LeasesError("name the network: --network NAME, or --config FILE")
     configured = ipam.get("store")
     raw_store: dict[str, object] = dict(configured) if isinstance(configured, dict) else {}
+    # --etcd names the etcd on the command line, with its own --ca/--cert/--key: the
+    # config's profile does not mix in. Otherwise the node's profile decides, as for mh-ipam.
+    direct = bool(store and store.get("endpoints"))
+    if direct:
+        raw_store = {k: v for k, v in raw_store.items() if k in ("type", "timeout", "node")}
     raw_store.update(store or {})
     if node:
         raw_store["node"] = node
     try:
-        etcd = etcd_settings(LeaseStoreConf.model_validate(raw_store)) if raw_store else None
+        conf = LeaseStoreConf.model_validate(raw_store) if raw_store else None
+        etcd = etcd_settings(conf, direct=direct)
     except ValidationError as exc:
         raise LeasesError(f"invalid store: {describe(exc)}") from None
     except CNIError as exc:

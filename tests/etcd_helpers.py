@@ -9,6 +9,7 @@ import subprocess
 from typing import Any
 
 from conformance import etcdrig
+from tests import etcd_node
 from tests.ipam_helpers import SEED_RANGES
 from tests.rig import Netns, one_json, plugin_env, run_plugin
 
@@ -17,11 +18,26 @@ _prefixes = itertools.count()
 
 
 class Net:
-    """One network's config on an etcd store, under a key prefix of its own."""
+    """One network's config on an etcd store, under a key prefix of its own.
 
-    def __init__(self, endpoints: list[str], node: str = "node-a", **store: Any) -> None:
-        self.prefix = f"/mhtest{next(_prefixes)}"
-        self.store = {"type": "etcd", "endpoints": endpoints, "prefix": self.prefix, "node": node}
+    The endpoints, ``tls`` and the prefix go into a profile of the node file (as an
+    admin writes them); the NAD names that profile and holds only the other keys."""
+
+    def __init__(
+        self,
+        endpoints: list[str],
+        node: str = "node-a",
+        tls: dict[str, str] | None = None,
+        **store: Any,
+    ) -> None:
+        self.prefix = f"/multihome/mhtest{next(_prefixes)}"
+        self.profile = ""
+        if endpoints:
+            profile: dict[str, Any] = {"endpoints": endpoints, "prefix": self.prefix}
+            if tls is not None:
+                profile["tls"] = tls
+            self.profile = etcd_node.add_profile(profile)
+        self.store = {"type": "etcd", "profile": self.profile or "none", "node": node}
         self.store.update(store)
         self.ranges: list[Any] = SEED_RANGES
         self.ipam: dict[str, Any] = {}

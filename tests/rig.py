@@ -68,8 +68,16 @@ class Netns:
 
 def plugin_env(command: str, **extra: str) -> dict[str, str]:
     env = {"CNI_COMMAND": command, "CNI_PATH": str(CNIBIN), "PATH": os.environ.get("PATH", "")}
+    env.update(passed_env())
     env.update(extra)
     return env
+
+
+def passed_env() -> dict[str, str]:
+    """What a runtime's environment would hold for our plugins: the node's etcd settings
+    file, when a test made one (tests.etcd_node)."""
+    key = "MULTIHOME_ETCD_CONF"
+    return {key: os.environ[key]} if key in os.environ else {}
 
 
 def run_plugin(
@@ -142,6 +150,7 @@ class Cnitool:
             env["CAP_ARGS"] = json.dumps(cap_args)
         if container_id:
             env["CNI_CONTAINERID"] = container_id
+        env.update(passed_env())
         env.update(extra_env or {})  # libcni passes its environment on to the plugins
         path = pod.path if isinstance(pod, Netns) else pod
         argv = [str(self.tool), cmd, network] + ([path] if path else [])

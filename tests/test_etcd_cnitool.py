@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from conformance import etcdrig
+from tests import etcd_node
 from tests.conftest import Topology
 from tests.rig import CNIBIN, Cnitool, Netns
 from tests.shapes import check_result
@@ -33,6 +34,7 @@ def etcd(topo: Topology, tmp_path: Path) -> Iterator[etcdrig.EtcdCluster]:
 
 
 def conflist(master: str, endpoints: list[str], node: str) -> dict[str, Any]:
+    profile = etcd_node.add_profile({"endpoints": endpoints})  # the default prefix
     return {
         "cniVersion": "1.0.0",  # Debian's libcni 1.1.2 speaks up to 1.0.0
         "name": NET,
@@ -43,7 +45,7 @@ def conflist(master: str, endpoints: list[str], node: str) -> dict[str, Any]:
                 "mode": "bridge",
                 "ipam": {
                     "type": "mh-ipam",
-                    "store": {"type": "etcd", "endpoints": endpoints, "node": node},
+                    "store": {"type": "etcd", "profile": profile, "node": node},
                     "ranges": [[{"subnet": "203.0.113.0/24", "rangeStart": "203.0.113.10"}]],
                 },
             }

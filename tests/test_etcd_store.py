@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from conformance import etcdrig
+from tests import etcd_node
 from tests.etcd_helpers import NET, Net, addresses, call, lease_docs, leases, ok, owners
 from tests.ipam_helpers import SEED_RANGES
 from tests.rig import CNIBIN, Netns, one_json
@@ -334,7 +335,7 @@ def test_tls_with_client_certificates(tmp_path: Path, pod: Netns) -> None:
     reason = etcdrig.missing()
     if reason:
         pytest.skip(f"needs etcd: {reason}")
-    tls = etcdrig.TLSFiles.make(tmp_path / "pki")
+    tls = etcdrig.TLSFiles.make(etcd_node.tls_dir("pki"))  # where the node keeps them
     with etcdrig.EtcdCluster(tmp_path / "etcd", tls=tls) as cluster:
         good = {"ca": str(tls.ca), "cert": str(tls.client_cert), "key": str(tls.client_key)}
         net = Net(cluster.endpoints, tls=good)
@@ -348,7 +349,7 @@ def test_tls_with_client_certificates(tmp_path: Path, pod: Netns) -> None:
         check_error(err, 7)  # at once: waiting out the timeout would end in code 11
         assert "certificate" in err["msg"]
         # A CA that did not sign the server's certificate: code 7 too.
-        other = etcdrig.TLSFiles.make(tmp_path / "other")
+        other = etcdrig.TLSFiles.make(etcd_node.tls_dir("other"))
         wrong_ca = Net(cluster.endpoints, tls={**good, "ca": str(other.ca)})
         check_error(one_json(call("ADD", wrong_ca.conf(), pod).stdout), 7)
 
@@ -356,21 +357,18 @@ def test_tls_with_client_certificates(tmp_path: Path, pod: Netns) -> None:
 @pytest.mark.parametrize(
     ("store", "needle"),
     [
-        ({"type": "etcd"}, "at least one endpoint"),
+        ({"type": "etcd", "profile": "absent"}, "profile 'absent' is not in"),
         ({"type": "etcd", "endpoints": ["127.0.0.1:2379"]}, "http(s)://HOST:PORT"),
-        (
-            {"type": "etcd", "endpoints": ["http://h:1"], "tls": {"ca": "/x"}},
-            "no endpoint is https",
-        ),
-        ({"type": "etcd", "endpoints": ["http://h:1"], "timeout": 0}, "timeout"),
-        ({"type": "etcd", "endpoints": ["http://h:1"], "prefix": "x"}, "must start with '/'"),
+        ({"type": "etcd", "tls": {"ca": "/x"}}, "the etcd credentials are the node's"),
+        ({"type": "etcd", "timeout": 0}, "timeout"),
+        ({"type": "etcd", "prefix": "x"}, "is not under profile"),
         ({"type": "consul"}, "store.type"),
     ],
 )
 def test_bad_store_config_is_code_7(store: dict[str, Any], needle: str, pod: Netns) -> None:
-    net = Net([])
+    net = Net(["http://127.0.0.1:1"])
     doc = net.conf()
-    doc["ipam"]["store"] = store
+    doc["ipam"]["store"] = {"profile": net.profile, **store}
     err = one_json(call("ADD", doc, pod).stdout)
     check_error(err, 7)
     assert needle in err["msg"] + err.get("details", "")

@@ -1,9 +1,10 @@
 """Every NAD in packaging/examples/ runs through libcni, so no example can rot.
 
 Each example's spec.config is used as written, except that lease and state
-directories point into the test's temporary directory, and an etcd store's
-endpoints and certificates at a 3-member etcd the test runs for it. Its master interface
-exists in the test's "host" namespace under the example's own name.
+directories point into the test's temporary directory, and the etcd profile an
+example names (packaging/examples/etcd.conf) at a 3-member etcd the test runs for
+it. Its master interface exists in the test's "host" namespace under the example's own
+name.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import pytest
 import yaml
 
 from conformance import etcdrig
+from tests import etcd_node
 from tests.rig import CNIBIN, ROOT, Cnitool, Netns
 
 EXAMPLES = ROOT / "packaging" / "examples"
@@ -90,23 +92,27 @@ def make_host(
 
 @contextlib.contextmanager
 def etcd_for(conf: dict[str, Any], host: Netns, tmp: Path) -> Iterator[None]:
-    """An example on an etcd store gets an etcd of its own in the host namespace, with
-    certificates made for it when the example uses TLS."""
+    """An example on an etcd store gets an etcd of its own in the host namespace, and the
+    profile it names from packaging/examples/etcd.conf, aimed at that etcd, with
+    certificates made for it (in the node's etcd directory) when the profile uses TLS."""
     store = conf["plugins"][0].get("ipam", {}).get("store", {})
     if store.get("type") != "etcd":
         yield
         return
     if etcdrig.missing():
         pytest.skip(f"needs etcd: {etcdrig.missing()}")
-    tls = etcdrig.TLSFiles.make(tmp / "pki") if "tls" in store else None
+    name = store.get("profile", "default")
+    profile = json.loads((EXAMPLES / "etcd.conf").read_text())["profiles"][name]
+    tls = etcdrig.TLSFiles.make(etcd_node.tls_dir("pki")) if "tls" in profile else None
     with etcdrig.EtcdCluster(tmp / "etcd", size=3, tls=tls, netns=host.name) as cluster:
-        store["endpoints"] = cluster.endpoints
+        profile["endpoints"] = cluster.endpoints
         if tls:
-            store["tls"] = {
+            profile["tls"] = {
                 "ca": str(tls.ca),
                 "cert": str(tls.client_cert),
                 "key": str(tls.client_key),
             }
+        etcd_node.add_profile(profile, name)
         yield
 
 

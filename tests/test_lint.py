@@ -16,6 +16,13 @@ from tests.rig import CNIBIN, ROOT
 SEEDS = Path(__file__).parent / "data" / "seeds"
 
 
+@pytest.fixture(autouse=True)
+def _no_node_etcd_conf(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Lint checks a NAD's etcd profile only where the node file is; here there is none,
+    unless a test writes one."""
+    monkeypatch.setenv("MULTIHOME_ETCD_CONF", str(tmp_path / "no-etcd.conf"))
+
+
 def findings(path: Path) -> list[tuple[int, str, str]]:
     return [(f.line, f.level, f.message) for f in lint.lint_file(path)]
 
@@ -223,7 +230,37 @@ def conflist(tmp_path: Path, plugins: list[dict[str, Any]]) -> Path:
         (
             {"type": "mh-macvlan", "master": "e", "ipam": {**ETCD_IPAM, "store": {"type": "etcd"}}},
             "error",
-            "needs at least one endpoint",
+            "profile 'default' is not in",
+        ),
+        (
+            {
+                "type": "mh-macvlan",
+                "master": "e",
+                "ipam": {**ETCD_IPAM, "store": {"type": "etcd", "tls": {"ca": "/etc/x.crt"}}},
+            },
+            "error",
+            "cannot name etcd credentials",
+        ),
+        (
+            {
+                "type": "mh-macvlan",
+                "master": "e",
+                "ipam": {**ETCD_IPAM, "store": {"type": "etcd", "prefix": "/registry"}},
+            },
+            "error",
+            "under /multihome/",
+        ),
+        (
+            {
+                "type": "mh-macvlan",
+                "master": "e",
+                "ipam": {
+                    **ETCD_IPAM,
+                    "store": {"type": "etcd", "profile": "plain", "endpoints": ["http://f:1"]},
+                },
+            },
+            "error",
+            "not an endpoint of profile 'plain'",
         ),
         (
             {"type": "mh-macvlan", "master": "e", "ipam": {**ETCD_IPAM, "store": {"type": "zk"}}},
@@ -234,7 +271,7 @@ def conflist(tmp_path: Path, plugins: list[dict[str, Any]]) -> Path:
             {
                 "type": "mh-macvlan",
                 "master": "e",
-                "ipam": {**ETCD_IPAM, "store": {"type": "etcd", "endpoints": ["http://e:2379"]}},
+                "ipam": {**ETCD_IPAM, "store": {"type": "etcd", "profile": "plain"}},
             },
             "warning",
             "in clear",
@@ -250,7 +287,16 @@ def conflist(tmp_path: Path, plugins: list[dict[str, Any]]) -> Path:
         ),
     ],
 )
-def test_conflist_faults(plugin: dict[str, Any], level: str, fragment: str, tmp_path: Path) -> None:
+def test_conflist_faults(
+    plugin: dict[str, Any],
+    level: str,
+    fragment: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    node = tmp_path / "etcd.conf"  # the node's etcd profiles, which lint reads when present
+    node.write_text(json.dumps({"profiles": {"plain": {"endpoints": ["http://e:2379"]}}}))
+    monkeypatch.setenv("MULTIHOME_ETCD_CONF", str(node))
     found = findings(conflist(tmp_path, [plugin]))
     assert any(lvl == level and fragment in msg for _, lvl, msg in found), found
 

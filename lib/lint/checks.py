@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import addressing
 from .findings import Finding
 from .source import Source
+
+if TYPE_CHECKING:
+    from multihome.ipam.config import LeaseStoreConf
 
 CONF_KEYS = {
     "cniVersion",
@@ -159,10 +162,8 @@ def _check_store(ipam: dict[str, Any], src: Source) -> list[Finding]:
         return [Finding("error", src.line_of('"store"'), "ipam.store must be an object")]
     from pydantic import ValidationError
 
-    from multihome.ipam.config import LeaseStoreConf, TLSConf, etcd_settings
+    from multihome.ipam.config import LeaseStoreConf, TLSConf
     from multihome.lib.models import describe
-
-    from ..errors import CNIError
 
     line = src.line_of('"store"')
     out = []
@@ -178,18 +179,59 @@ def _check_store(ipam: dict[str, Any], src: Source) -> list[Finding]:
                     )
                 )
     try:
-        settings = etcd_settings(LeaseStoreConf.model_validate(store))
+        conf = LeaseStoreConf.model_validate(store)
     except ValidationError as exc:
         return [*out, Finding("error", line, f"ipam.store: {describe(exc)}")]
+    return out + (_check_etcd_store(conf, src, line) if conf.type == "etcd" else [])
+
+
+def _check_etcd_store(conf: LeaseStoreConf, src: Source, line: int) -> list[Finding]:
+    """A NAD names a profile of the node file: never credentials, never other keys."""
+    import os
+
+    from multihome.ipam.config import (
+        DEFAULT_ETCD_CONF,
+        ETCD_PREFIX_ROOT,
+        etcd_conf_path,
+        etcd_settings,
+    )
+
+    from ..errors import CNIError
+
+    out = []
+    if conf.tls is not None:
+        out.append(
+            Finding(
+                "error",
+                src.line_of('"tls"'),
+                "ipam.store.tls: a NAD cannot name etcd credentials; they come from the node's "
+                f"profile in {DEFAULT_ETCD_CONF}: name it with ipam.store.profile",
+            )
+        )
+    if conf.prefix and not conf.prefix.rstrip("/").startswith(ETCD_PREFIX_ROOT.rstrip("/")):
+        out.append(
+            Finding(
+                "error",
+                src.line_of('"prefix"'),
+                f"ipam.store.prefix {conf.prefix!r}: the plugin writes only under its "
+                f"profile's prefix, which is under {ETCD_PREFIX_ROOT}",
+            )
+        )
+    path = etcd_conf_path()
+    if out or not os.path.exists(path):
+        return out  # the profile is the node's: checked where the node file is
+    try:
+        settings = etcd_settings(conf)
     except CNIError as exc:
-        return [*out, Finding("error", line, exc.msg)]
+        return [Finding("error", line, exc.msg)]
     if settings and any(url.startswith("http://") for url in settings.endpoints):
         out.append(
             Finding(
                 "warning",
                 line,
-                "ipam.store: an http:// etcd endpoint carries leases in clear and lets any "
-                "client write them; use https:// with tls client certificates",
+                f"ipam.store: profile {conf.profile!r} of {path} has an http:// etcd endpoint, "
+                "which carries leases in clear and lets any client write them; use https:// "
+                "with tls client certificates",
             )
         )
     return out
