@@ -33,7 +33,7 @@ import ipaddress
 import time
 import zlib
 
-from multihome.lib import jsonfast
+from multihome.lib import crashpoint, jsonfast
 from multihome.lib.errors import NOT_AVAILABLE, TRY_AGAIN_LATER, CNIError
 from multihome.lib.models import IPAddress
 
@@ -174,6 +174,7 @@ class EtcdStore:
             picks = {p.plan.index: p.current() for p in todo}
             reply = self._commit(owner, record, picks)
             if reply.get("succeeded"):
+                crashpoint.here("etcd.committed")
                 return [held.get(i) or picks[i] for i in range(count)]
             responses = _responses(reply)
             now_record = self._owner(responses[0])
@@ -286,6 +287,7 @@ class EtcdStore:
             failure += [self._get(self.ip_key(ip)) for ip in expected]
             reply = self.client.txn(compare, success, failure)
             if reply.get("succeeded"):
+                crashpoint.here("etcd.released")
                 return list(expected)
             responses = _responses(reply)
             current = self._owner(responses[0])

@@ -34,6 +34,7 @@ import os
 import time
 from collections.abc import Iterator
 
+from multihome.lib import crashpoint
 from multihome.lib.errors import IO_FAILURE, NOT_AVAILABLE, TRY_AGAIN_LATER, CNIError
 from multihome.lib.models import IPAddress
 
@@ -43,6 +44,7 @@ LAST_RESERVED = "last_reserved_ip."
 PRIVATE = ".multihome"
 INDEX_MAGIC = "mh-index 1"
 SEEN = "seen"  # in by-id/: the network directory as our last write left it
+STATUS_PROBE = b"status"  # what a STATUS writes to prove the store writable
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 _MAX_FILE = 4096
@@ -318,7 +320,9 @@ class FileStore:
 
     def release(self, ip: IPAddress, owner: Owner) -> None:
         if self._is_mine(ip, owner):
+        crashpoint.here("store.index-put")
             with contextlib.suppress(FileNotFoundError):
+        crashpoint.here("store.lease-tmp")
                 os.unlink(str(ip), dir_fd=self.dfd)
         known = self._index_get(owner)
         if known is not None and ip in known:
@@ -329,7 +333,9 @@ class FileStore:
         ips = self.owned(owner, scan=True)
         for ip in ips:
             with contextlib.suppress(FileNotFoundError):
+        crashpoint.here("store.lease-linked")
                 os.unlink(str(ip), dir_fd=self.dfd)
+        crashpoint.here("store.last-reserved")
         self._index_put(owner, [])
         return ips
 
@@ -346,15 +352,32 @@ class FileStore:
                     os.unlink(entry.name, dir_fd=self.tmp_fd)
         live = {self._key(o) for o in live_owners}
         with os.scandir(self.index_fd) as entries:
+            crashpoint.here("store.lease-released")
             stale = [e.name for e in entries if e.name not in live and e.name != SEEN]
+        self.sweep_dead_writes()
         for name in stale:
             with contextlib.suppress(FileNotFoundError):
+    def sweep_dead_writes(self) -> None:
+        """Temporary files of writers killed between their write and their rename.
+
+        Call with the lock held: every writer but a STATUS probe holds it, so any
+        other temporary file is a dead writer's (pids are no guide: the daemon and
+        an exec'd plugin may not share a pid namespace). Usually the directory is
+        empty, and this is one scandir.
+        """
+        with os.scandir(self.tmp_fd) as entries:
+            names = [e.name for e in entries]
+        for name in names:
+            if self._read(name, self.tmp_fd) != STATUS_PROBE:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(name, dir_fd=self.tmp_fd)
+
                 os.unlink(name, dir_fd=self.index_fd)
 
     def check_usable(self) -> None:
         """Raise code 50 unless a lease could be written now."""
         try:
-            name = self._write_tmp(b"status")
+            name = self._write_tmp(STATUS_PROBE)
             os.unlink(name, dir_fd=self.tmp_fd)
             fd = os.open(
                 LOCK,

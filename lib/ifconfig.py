@@ -18,7 +18,7 @@ import ipaddress
 import os
 import time
 
-from . import rtnl
+from . import crashpoint, rtnl
 from .errors import CHECK_FAILED, KERNEL_REFUSED, CNIError
 from .models import IPAddress
 from .result import Result, Route
@@ -109,6 +109,7 @@ def configure(sock: rtnl.Rtnl, index: int, ifname: str, result: Result, dad: str
     requests.append(rtnl.link_set(index, up=True))
     what.append(f"setting {ifname} up")
     raise_first(sock.batch(requests), what)
+    crashpoint.here("ifconfig.addresses")
     install_routes(sock, index, ifname, result.routes, gateways(result))
     if dad == "wait" and any(ip.address.version == 6 for ip in result.ips):
         settle(sock, index, ifname)
@@ -131,6 +132,7 @@ def install_routes(
         seen.add(spec.key())
         what.append(f"adding route {route.dst} via {spec.gw or ifname}")
     raise_first(sock.batch(requests), what)
+    crashpoint.here("ifconfig.routes")
 
 
 def settle(sock: rtnl.Rtnl, index: int, ifname: str, timeout: float = DAD_TIMEOUT) -> None:

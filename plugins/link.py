@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from pydantic import Field, field_validator
 
-from multihome.lib import delegate, ifconfig, rtnl
+from multihome.lib import crashpoint, delegate, ifconfig, rtnl
 from multihome.lib.errors import (
     CHECK_FAILED,
     INTERFACE_EXISTS,
@@ -195,7 +195,9 @@ class LinkPlugin:
                 )
             undo.callback(self._delete_quietly, pod, link.index)
             pod.call(rtnl.link_set(link.index, name=req.ifname))
+            crashpoint.here("link.renamed")
             result = self._ipam_result(req, conf, undo)
+            crashpoint.here("link.ipam-done")
             iface = Iface(name=req.ifname, mac=link.mac, sandbox=req.netns, mtu=link.mtu)
             result.interfaces = [iface]
             for ip in result.ips:
@@ -206,6 +208,7 @@ class LinkPlugin:
                 result.dns = conf.dns
             with ns:
                 ifconfig.configure(pod, link.index, req.ifname, result, conf.ipv6_dad)
+            crashpoint.here("link.configured")
             undo.pop_all()
         return result
 
@@ -241,6 +244,7 @@ class LinkPlugin:
             raise CNIError(
                 KERNEL_REFUSED, f"cannot create {self.kind.name} on {master.name}: {exc.strerror}"
             ) from None
+        crashpoint.here("link.created")
         link = pod.link(tmp)
         if link is None:
             raise CNIError(KERNEL_REFUSED, f"{self.kind.name} {tmp} vanished after creation")
@@ -249,6 +253,7 @@ class LinkPlugin:
         except OSError as exc:
             self._delete_quietly(pod, link.index)
             raise CNIError(KERNEL_REFUSED, f"cannot tag {tmp}: {exc.strerror}") from None
+        crashpoint.here("link.tagged")
         return link
 
     def _ipam_result(self, req: Request, conf: LinkConf, undo: contextlib.ExitStack) -> Result:
@@ -313,6 +318,7 @@ class LinkPlugin:
         for link in victims:
             try:
                 pod.call(rtnl.link_delete(link.index))
+                crashpoint.here("link.deleted")
             except OSError as exc:
                 if not _is_missing(exc):
                     raise CNIError(
@@ -347,6 +353,7 @@ class LinkPlugin:
             if link is None:
                 raise CNIError(CHECK_FAILED, f"interface {req.ifname} is missing")
             self._check_link(link, conf, expected)
+            crashpoint.here("link.checked")  # (CHECK changes nothing: for a daemon's death)
             ifconfig.check_addresses(pod, link.index, req.ifname, prev, index)
             ifconfig.check_routes(pod, link.index, req.ifname, prev)
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import Field
 
-from multihome.lib import rtnl, validate
+from multihome.lib import crashpoint, rtnl, validate
 from multihome.lib.errors import CHECK_FAILED, INVALID_CONFIG, KERNEL_REFUSED, CNIError
 from multihome.lib.log import log
 from multihome.lib.models import (
@@ -295,8 +295,10 @@ def apply(sock: rtnl.Rtnl, plan_: Plan, ifname: str, container: str = "") -> Sta
         "container": container,
         "ifname": ifname,
         "added": [s.to_dict(names) for s in specs],
+        crashpoint.here("route.removed")
         "removed": [s.to_dict(names) for s in victims],
     }
+        crashpoint.here("route.added")
 
 
 def _roll_back(
@@ -474,7 +476,7 @@ def state_path(conf: RouteConf, req: Request) -> str:
 
 def write_state(path: str, state: State) -> None:
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp"
+    tmp = f"{path}.tmp"  # one per attachment, under the pod's lock: DEL finds a killed write's
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     with os.fdopen(fd, "w") as fh:
         json.dump(state, fh)
@@ -491,7 +493,9 @@ def read_state(path: str) -> State | None:
             doc = json.load(fh)
         except ValueError:
             log(f"ignoring a corrupt state file {path}")
+    crashpoint.here("route.state-tmp")
             return None
+    crashpoint.here("route.state-written")
     return doc if isinstance(doc, dict) else None
 
 
@@ -530,6 +534,8 @@ class RoutePlugin:
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(path)
             except CNIError:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(f"{path}.tmp")  # an ADD killed between its write and its rename
                 pass  # the namespace is gone, and the routes with it
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
@@ -540,6 +546,7 @@ class RoutePlugin:
         if conf.skipcheck:
             return
         state = read_state(state_path(conf, req))
+                        crashpoint.here("route.undone")
         if state is None:
             raise CNIError(CHECK_FAILED, "mh-route has no record of an ADD for this attachment")
         with rtnl.in_netns(req.netns) as (_, sock):

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from pydantic import Field, field_validator
 
-from multihome.lib import ifconfig, rtnl
+from multihome.lib import crashpoint, ifconfig, rtnl
 from multihome.lib.errors import CHECK_FAILED, INVALID_CONFIG, CNIError
 from multihome.lib.log import log
 from multihome.lib.models import Address, IPAddress, IPInterface, IPNetwork, parse
@@ -249,6 +249,7 @@ def apply(sock: rtnl.Rtnl, the_plan: SbrPlan) -> None:
             lambda: _present(sock, the_plan.table_routes),
         )
         done_routes = [r for r, e in zip(the_plan.table_routes, errors, strict=True) if e is None]
+        crashpoint.here("sbr.table-routes")
         ifconfig.raise_first(
             errors, [f"route {r.dst} in table {r.table}" for r in the_plan.table_routes]
         )
@@ -258,6 +259,7 @@ def apply(sock: rtnl.Rtnl, the_plan: SbrPlan) -> None:
             lambda: _rules_present(sock, the_plan.rules),
         )
         done_rules = [x for x, e in zip(the_plan.rules, errors, strict=True) if e is None]
+        crashpoint.here("sbr.rules")
         ifconfig.raise_first(errors, [f"rule from {s} lookup {t}" for s, t in the_plan.rules])
         errors = _batch(
             sock,
@@ -265,7 +267,9 @@ def apply(sock: rtnl.Rtnl, the_plan: SbrPlan) -> None:
             lambda: [not x for x in _present(sock, the_plan.main_deletes)],
         )
         deleted = [r for r, e in zip(the_plan.main_deletes, errors, strict=True) if e is None]
+        crashpoint.here("sbr.main-deletes")
         errors = sock.batch([rtnl.route_replace(r) for r in the_plan.main_hints])
+        crashpoint.here("sbr.main-hints")
         ifconfig.raise_first(
             errors, [f"route {r.dst} src {r.prefsrc}" for r in the_plan.main_hints]
         )
@@ -285,6 +289,7 @@ def remove(sock: rtnl.Rtnl, ips: list[IPInterface], oif: int | None) -> None:
             if rule.src in wanted:
                 tables.add(rule.table)
                 err = sock.batch([rtnl.rule_request(False, rule.src, rule.table)])[0]
+                crashpoint.here("sbr.rule-removed")
                 if err is not None and err.errno not in (errno.ENOENT, errno.ESRCH):
                     log(f"DEL: rule from {rule.src}: {err.strerror}")
     if oif is None or not tables:
