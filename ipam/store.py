@@ -43,8 +43,8 @@ LOCK = "lock"
 LAST_RESERVED = "last_reserved_ip."
 PRIVATE = ".multihome"
 INDEX_MAGIC = "mh-index 1"
-SEEN = "seen"  # in by-id/: the network directory as our last write left it
 STATUS_PROBE = b"status"  # what a STATUS writes to prove the store writable
+SEEN = "seen"  # in by-id/: the network directory as our last write left it
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 _MAX_FILE = 4096
@@ -304,7 +304,9 @@ class FileStore:
             return False
         known = [x for x in (self._index_get(owner) or []) if x != ip]
         self._index_put(owner, [*known, ip])  # intent first: a crash after the link is found
+        crashpoint.here("store.index-put")
         tmp = self._write_tmp(lease_content(owner))
+        crashpoint.here("store.lease-tmp")
         try:
             os.link(
                 tmp, str(ip), src_dir_fd=self.tmp_fd, dst_dir_fd=self.dfd, follow_symlinks=False
@@ -315,14 +317,14 @@ class FileStore:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp, dir_fd=self.tmp_fd)
+        crashpoint.here("store.lease-linked")
         self._replace(f"{LAST_RESERVED}{set_index}", str(ip).encode(), self.dfd)
+        crashpoint.here("store.last-reserved")
         return True
 
     def release(self, ip: IPAddress, owner: Owner) -> None:
         if self._is_mine(ip, owner):
-        crashpoint.here("store.index-put")
             with contextlib.suppress(FileNotFoundError):
-        crashpoint.here("store.lease-tmp")
                 os.unlink(str(ip), dir_fd=self.dfd)
         known = self._index_get(owner)
         if known is not None and ip in known:
@@ -333,30 +335,12 @@ class FileStore:
         ips = self.owned(owner, scan=True)
         for ip in ips:
             with contextlib.suppress(FileNotFoundError):
-        crashpoint.here("store.lease-linked")
                 os.unlink(str(ip), dir_fd=self.dfd)
-        crashpoint.here("store.last-reserved")
+            crashpoint.here("store.lease-released")
         self._index_put(owner, [])
+        self.sweep_dead_writes()
         return ips
 
-    def last_reserved(self, set_index: int) -> IPAddress | None:
-        data = self._read(f"{LAST_RESERVED}{set_index}", self.dfd)
-        return None if data is None else ip_from_name(data.decode("ascii", "replace").strip())
-
-    def sweep_private(self, live_owners: set[Owner]) -> None:
-        """Drop temporary files, and index entries of owners not in ``live_owners``
-        (GC: the caller has just scanned the leases, and knows who still holds one)."""
-        with os.scandir(self.tmp_fd) as entries:
-            for entry in entries:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(entry.name, dir_fd=self.tmp_fd)
-        live = {self._key(o) for o in live_owners}
-        with os.scandir(self.index_fd) as entries:
-            crashpoint.here("store.lease-released")
-            stale = [e.name for e in entries if e.name not in live and e.name != SEEN]
-        self.sweep_dead_writes()
-        for name in stale:
-            with contextlib.suppress(FileNotFoundError):
     def sweep_dead_writes(self) -> None:
         """Temporary files of writers killed between their write and their rename.
 
@@ -372,6 +356,22 @@ class FileStore:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(name, dir_fd=self.tmp_fd)
 
+    def last_reserved(self, set_index: int) -> IPAddress | None:
+        data = self._read(f"{LAST_RESERVED}{set_index}", self.dfd)
+        return None if data is None else ip_from_name(data.decode("ascii", "replace").strip())
+
+    def sweep_private(self, live_owners: set[Owner]) -> None:
+        """Drop temporary files, and index entries of owners not in ``live_owners``
+        (GC: the caller has just scanned the leases, and knows who still holds one)."""
+        with os.scandir(self.tmp_fd) as entries:
+            for entry in entries:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.name, dir_fd=self.tmp_fd)
+        live = {self._key(o) for o in live_owners}
+        with os.scandir(self.index_fd) as entries:
+            stale = [e.name for e in entries if e.name not in live and e.name != SEEN]
+        for name in stale:
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(name, dir_fd=self.index_fd)
 
     def check_usable(self) -> None:

@@ -282,8 +282,10 @@ def apply(sock: rtnl.Rtnl, plan_: Plan, ifname: str, container: str = "") -> Sta
     specs = _specs(plan_.add, link.index)
     try:
         errors = sock.batch([rtnl.route_delete(v) for v in victims])
+        crashpoint.here("route.removed")
         _raise_first(victims, errors, "removing", names, ifname)
         errors = sock.batch([rtnl.route_add(s) for s in specs])
+        crashpoint.here("route.added")
         _raise_first(specs, errors, "adding", names, ifname)
     except OSError as exc:  # the socket's own failure: which requests were done is unknown
         _roll_back(sock, before, victims, specs)
@@ -295,10 +297,8 @@ def apply(sock: rtnl.Rtnl, plan_: Plan, ifname: str, container: str = "") -> Sta
         "container": container,
         "ifname": ifname,
         "added": [s.to_dict(names) for s in specs],
-        crashpoint.here("route.removed")
         "removed": [s.to_dict(names) for s in victims],
     }
-        crashpoint.here("route.added")
 
 
 def _roll_back(
@@ -480,7 +480,9 @@ def write_state(path: str, state: State) -> None:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     with os.fdopen(fd, "w") as fh:
         json.dump(state, fh)
+    crashpoint.here("route.state-tmp")
     os.rename(tmp, path)
+    crashpoint.here("route.state-written")
 
 
 def read_state(path: str) -> State | None:
@@ -493,9 +495,7 @@ def read_state(path: str) -> State | None:
             doc = json.load(fh)
         except ValueError:
             log(f"ignoring a corrupt state file {path}")
-    crashpoint.here("route.state-tmp")
             return None
-    crashpoint.here("route.state-written")
     return doc if isinstance(doc, dict) else None
 
 
@@ -521,6 +521,8 @@ class RoutePlugin:
     def delete(self, req: Request) -> None:
         conf = parse(RouteConf, req.conf)  # JSON only
         path = state_path(conf, req)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(f"{path}.tmp")  # an ADD killed between its write and its rename
         if not os.path.lexists(path):
             return
         if req.netns:
@@ -531,11 +533,10 @@ class RoutePlugin:
                     state = read_state(path)
                     if state is not None:
                         restore(sock, conf, req, path, state)
+                        crashpoint.here("route.undone")
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(path)
             except CNIError:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(f"{path}.tmp")  # an ADD killed between its write and its rename
                 pass  # the namespace is gone, and the routes with it
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
@@ -546,7 +547,6 @@ class RoutePlugin:
         if conf.skipcheck:
             return
         state = read_state(state_path(conf, req))
-                        crashpoint.here("route.undone")
         if state is None:
             raise CNIError(CHECK_FAILED, "mh-route has no record of an ADD for this attachment")
         with rtnl.in_netns(req.netns) as (_, sock):
