@@ -88,7 +88,26 @@ def _error_from(proc: subprocess.CompletedProcess[bytes], binary: str) -> CNIErr
 
 def _is_ours(plugin_type: str, binary: str) -> bool:
     own = registry.OWN_PROGRAM[0]
-    return plugin_type in registry.PLUGINS and bool(own) and os.path.realpath(binary) == own
+    if plugin_type not in registry.PLUGINS or not own:
+        return False
+    real = os.path.realpath(binary)
+    return real == own or _same_build(real, own)
+
+
+def _same_build(binary: str, own: str) -> bool:
+    """Two frozen bundles of one build: the daemon's image and the node's install.
+
+    The daemon runs from its image's /opt/multihome; the runtime's CNI_PATH
+    holds the copy its init container installed. Exec'ing that copy from the
+    container would fail (the pod's netns path is the host's), and is not
+    needed: both bundles' MANIFEST (version, tree hash) say they are one build.
+    """
+    manifests = [os.path.join(os.path.dirname(path), "MANIFEST") for path in (own, binary)]
+    try:
+        with open(manifests[0], "rb") as mine, open(manifests[1], "rb") as theirs:
+            return mine.read() == theirs.read()
+    except OSError:
+        return False
 
 
 def _in_process(plugin_type: str, command: str, req: Request) -> bytes:
