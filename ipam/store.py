@@ -95,6 +95,7 @@ class FileStore:
         self.index_fd = self._open_dir(os.path.join(self.private, "by-id"))
         self.tmp_fd = self._open_dir(os.path.join(self.private, "tmp"))
         self._stale = False  # (locked) a write we did not make may be missing from the index
+        self._since = -1  # (locked) the recorded mtime: later leases are not ours
         self._rebuilt = False
 
     @staticmethod
@@ -144,7 +145,11 @@ class FileStore:
                     time.sleep(pause)
                     pause = min(pause * 2, 0.02)
             entered = os.fstat(self.dfd)
-            self._stale = self._read(SEEN, self.index_fd) != _stamp(entered)
+            seen = self._read(SEEN, self.index_fd) or b""
+            self._stale = seen != _stamp(entered)
+            ino, _, mtime = seen.decode("ascii", "replace").partition(" ")
+            same_dir = ino == str(entered.st_ino) and mtime.isdigit()
+            self._since = int(mtime) if same_dir else -1
             try:
                 yield
             finally:
@@ -176,11 +181,22 @@ class FileStore:
         self._rebuilt = False
 
     def _rebuild(self) -> None:
-        """Add every lease to its owner's index entry: one scan, as host-local makes
-        on every call. (ID-only legacy leases name no interface; DEL's scan finds them.)"""
+        """Add the leases made since our last recorded write to their owners' index
+        entries: one lstat per lease, and a read of those changed since (their ctime,
+        which nothing can set back, is later than the recorded mtime). Without a
+        record, every lease is read. (ID-only legacy leases name no interface;
+        DEL's scan finds them.)"""
+        with os.scandir(self.dfd) as entries:
+            changed = [
+                e.name
+                for e in entries
+                if self._since < 0 or e.stat(follow_symlinks=False).st_ctime_ns > self._since
+            ]
         found: dict[Owner, list[IPAddress]] = {}
-        for ip, owner in self.scan():
-            if owner[1]:
+        for name in changed:
+            ip = ip_from_name(name)
+            owner = self.holder(ip) if ip is not None else None
+            if ip is not None and owner is not None and owner[1]:
                 found.setdefault(owner, []).append(ip)
         for owner, ips in found.items():
             known = self._index_get(owner) or []

@@ -177,3 +177,19 @@ def test_our_own_writes_need_no_rescan(tmp_path: Path) -> None:
         with store.locked():
             assert store.owned(("a", "net1")) == [IP("10.0.0.5"), IP("10.0.0.6")]
         assert CountingStore.reads < 6, CountingStore.reads
+
+
+def test_a_rescan_reads_only_the_leases_made_since(tmp_path: Path) -> None:
+    netdir = tmp_path / "net"
+    netdir.mkdir()
+    for n in range(2000):
+        (netdir / str(ipaddress.ip_address(int(IP("10.1.0.2")) + n))).write_bytes(b"x\r\neth0")
+    with CountingStore(str(tmp_path), "net") as store:
+        with store.locked():
+            assert store.owned(("a", "net1")) == []  # reads every lease, once
+            assert store.reserve(IP("10.0.0.5"), ("a", "net1"), 0)
+        (netdir / "10.0.0.6").write_bytes(b"b\r\nnet1")
+        CountingStore.reads = 0
+        with store.locked():
+            assert store.owned(("b", "net1")) == [IP("10.0.0.6")]
+        assert CountingStore.reads < 10, CountingStore.reads
