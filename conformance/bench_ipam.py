@@ -66,6 +66,7 @@ def add_env(cid: str, netns: str, cni_path: str) -> dict[str, str]:
         "CNI_NETNS": netns,
         "CNI_IFNAME": "net1",
         "CNI_PATH": cni_path,
+        **{k: v for k, v in os.environ.items() if k == "MULTIHOME_ETCD_CONF"},
     }
 
 
@@ -185,7 +186,11 @@ def run_stores(rounds: int, netns: str, leases: int = 1000) -> dict[str, object]
         for size in (1, 3):
             with etcdrig.EtcdCluster(Path(tmp) / f"etcd{size}", size=size) as cluster:
                 fill_etcd(cluster.endpoints, leases)
-                store = {"type": "etcd", "endpoints": cluster.endpoints, "node": "bench"}
+                node = Path(tmp) / "etcd.conf"  # the node's etcd profile, which the NAD names
+                profile = {"endpoints": cluster.endpoints}
+                node.write_text(json.dumps({"profiles": {f"bench{size}": profile}}))
+                os.environ["MULTIHOME_ETCD_CONF"] = str(node)
+                store = {"type": "etcd", "profile": f"bench{size}", "node": "bench"}
                 stdin = store_config(store, data_dir)
                 out[f"etcd, {size} member{'s' if size > 1 else ''}"] = time_store(
                     stdin, binary, netns, rounds

@@ -214,7 +214,11 @@ def bad_inputs(world: World) -> list[tuple[str, str, dict[str, str], bytes, set[
                 invalid = {"STATUS": {50 if plugin == "mh-macvlan" else 7}, "GC": {0}}
                 down = {"STATUS": {50}, "CHECK": {7}, "GC": {0}}
                 for label, store, codes in (
-                    ("etcd without endpoints", {"type": "etcd"}, invalid.get(command, {7})),
+                    (
+                        "etcd profile not on the node",
+                        {"type": "etcd", "profile": "absent"},
+                        invalid.get(command, {7}),
+                    ),
                     (
                         "etcd endpoint not a URL",
                         {**dead, "endpoints": ["10.0.0.1"]},
@@ -811,6 +815,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="mhrobust") as tmp:
         world = World(Path(tmp))
         try:
+            from conformance import robust_etcd  # hostile etcd, short daemon requests
+
+            robust_etcd.run(world, summary)  # first: it writes the etcd profiles used below
             run_bad_inputs(world, summary)
             run_fuzz(world, summary, args.fuzz_seconds)
             run_crashes(world, summary, args.crash_rounds)

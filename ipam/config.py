@@ -22,6 +22,8 @@ from multihome.lib.models import Address, IPAddress, IPNetwork, Model, StrictNet
 from multihome.lib.request import Request
 from multihome.lib.result import DNS, Route
 
+from .routes import IPAMRoute, RouteSetConf
+
 DEFAULT_DATA_DIR = "/var/lib/cni/networks"
 DEFAULT_LOCK_TIMEOUT = 30.0
 DEFAULT_ETCD_PREFIX = "/multihome/ipam"
@@ -236,7 +238,7 @@ class IPAMConf(Model):
     range_start: Address | None = Field(None, alias="rangeStart")
     range_end: Address | None = Field(None, alias="rangeEnd")
     gateway: Address | None = None
-    routes: list[Route] = []
+    routes: list[IPAMRoute] = []
     data_dir: str = Field(DEFAULT_DATA_DIR, alias="dataDir")
     resolv_conf: str = Field("", alias="resolvConf")
     exclude: list[StrictNetwork] = []
@@ -280,7 +282,7 @@ class Pool:
     range_sets: list[list[Range]]
     exclude: list[IPNetwork]
     requested: list[IPAddress]
-    routes: list[Route]
+    routes: list[Route | RouteSetConf]
     dns: DNS
     data_dir: str
     lock_timeout: float

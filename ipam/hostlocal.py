@@ -20,7 +20,7 @@ from multihome.lib.log import log
 from multihome.lib.request import Request
 from multihome.lib.result import IPConfig, Result
 
-from . import allocator, config
+from . import allocator, config, routes
 from .errors import CHECK_FAILED
 from .store import FileStore, Owner
 
@@ -64,7 +64,7 @@ class HostLocal:
             )
             for ip, rng in leased
         ]
-        return Result(ips=ips, routes=pool.routes, dns=pool.dns)
+        return Result(ips=ips, routes=routes.expand(pool.routes, ips), dns=pool.dns)
 
     def delete(self, req: Request) -> None:
         where = config.store_settings(req)

@@ -21,6 +21,7 @@ from multihome.lib.request import Request
 from multihome.lib.result import DNS, IPConfig, Result, Route
 
 from .errors import CHECK_FAILED
+from .routes import IPAMRoute, expand
 
 
 class StaticAddress(Model):
@@ -31,7 +32,7 @@ class StaticAddress(Model):
 class StaticIPAM(Model):
     type: str = ""
     addresses: list[StaticAddress] = []
-    routes: list[Route] = []
+    routes: list[IPAMRoute] = []
     dns: DNS = DNS()
     gateways: list[Address] = []
 
@@ -109,7 +110,8 @@ def addresses(req: Request) -> list[IPConfig]:
 class Static:
     def add(self, req: Request) -> Result:
         conf = parse(StaticNetConf, req.conf)
-        return Result(ips=addresses(req), routes=conf.ipam.routes, dns=conf.ipam.dns)
+        ips = addresses(req)
+        return Result(ips=ips, routes=expand(conf.ipam.routes, ips), dns=conf.ipam.dns)
 
     def delete(self, req: Request) -> None:
         """Nothing to release: static addresses are not leased."""
