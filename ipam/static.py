@@ -18,7 +18,7 @@ from multihome.lib import cniargs, versions
 from multihome.lib.errors import INVALID_CONFIG, CNIError
 from multihome.lib.models import Address, Interface, IPAddress, IPInterface, Model, parse
 from multihome.lib.request import Request
-from multihome.lib.result import DNS, IPConfig, Result, Route
+from multihome.lib.result import DNS, IPConfig, Result
 
 from .errors import CHECK_FAILED
 from .routes import IPAMRoute, expand
