@@ -300,14 +300,17 @@ class CrashRun:
         self._step("del", cid, label)  # the runtime retries DEL until it succeeds
         self._settled(baseline, label)
 
-    def run(self) -> Figures:
+    def run(self, only: str = "") -> Figures:
+        """Every traced point (or those whose name starts with ``only``)."""
         baseline = self.world.snapshot()
         adds, dels = self.trace()
         self._settled(baseline, "the traced ADD and DEL")
         for point in adds:
-            self.add_point(point, baseline)
+            if point.startswith(only):
+                self.add_point(point, baseline)
         for point in dels:
-            self.del_point(point, baseline)
+            if point.startswith(only):
+                self.del_point(point, baseline)
         return self.figures
 
 

@@ -132,8 +132,8 @@ class StateWorld:
             ns.delete()
 
 
-def _add_profile(endpoints: list[str], prefix: str) -> None:
-    """Profile ``bystanders`` in the node's etcd settings (the file the runs use)."""
+def _add_profile(endpoints: list[str], prefix: str, name: str = "bystanders") -> None:
+    """Profile ``name`` in the node's etcd settings (the file the runs use)."""
     path = os.environ.get("MULTIHOME_ETCD_CONF")
     if not path:
         import tempfile
@@ -141,7 +141,7 @@ def _add_profile(endpoints: list[str], prefix: str) -> None:
         path = os.path.join(tempfile.mkdtemp(prefix="mh-robust-etcd-"), "etcd.conf")
         os.environ["MULTIHOME_ETCD_CONF"] = path
     doc = json.loads(Path(path).read_text()) if os.path.exists(path) else {"profiles": {}}
-    doc["profiles"]["bystanders"] = {"endpoints": endpoints, "prefix": prefix}
+    doc["profiles"][name] = {"endpoints": endpoints, "prefix": prefix}
     tmp = f"{path}.tmp"
     Path(tmp).write_text(json.dumps(doc))
     os.chmod(tmp, 0o644)

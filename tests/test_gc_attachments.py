@@ -181,8 +181,10 @@ def test_forwarded_gc_keeps_every_lease(kind: str, topo: Topology, tmp_path: Pat
     assert forward(kind, topo, conf, "ADD", "c1").returncode == 0
     before = files(data)
     assert before
+    # (in the VM a plugin start costs seconds: ipvlan gets the two shapes per key)
+    shapes = MALFORMED if kind == "macvlan" else MALFORMED[:2]
     for key in KEYS:
-        for value, named in MALFORMED:
+        for value, named in shapes:
             conf["plugins"][0][key] = value
             refused(forward(kind, topo, conf, "GC", "c1"), named)
             assert files(data) == before, (key, value)
