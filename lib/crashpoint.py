@@ -1,7 +1,8 @@
 """Named crash points: the robustness tests kill a plugin at an exact step.
 
 Each state-changing step of a plugin calls ``here("<plugin>.<step>")``. Only
-tests set the variables below; without them a call is one environment lookup
+tests set the variables below, in a process's environment when it starts (they
+are read once, at import); without them a call is one test of a module flag
 (``os`` is imported by every plugin already, so this module costs nothing).
 
 - ``MULTIHOME_CRASH_AT=<point>`` or ``<point>#<n>``: ``os._exit(CRASHED)`` at the
@@ -25,12 +26,19 @@ CRASHED = 137  # what a shell reports for a process killed by SIGKILL
 _seen: dict[str, int] = {}
 
 
+def armed() -> bool:
+    """Whether this process was started with crash points on (read once, at import)."""
+    env = os.environ
+    return "MULTIHOME_CRASH_AT" in env or "MULTIHOME_CRASH_TRACE" in env
+
+
+_ARMED = armed()
+
+
 def here(point: str) -> None:
     """Die here if a test asked for ``point``; note the point if it traces."""
-    env = os.environ
-    if "MULTIHOME_CRASH_AT" not in env and "MULTIHOME_CRASH_TRACE" not in env:
-        return
-    _reached(point)
+    if _ARMED:
+        _reached(point)
 
 
 def _reached(point: str) -> None:

@@ -111,6 +111,7 @@ def test_nth_arrival_and_trace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
             MULTIHOME_CRASH_FILE=str(marker),
         )
         crashpoint._seen.clear()
+        crashpoint._ARMED = crashpoint.armed()  # (as at the import of a new process)
         for name in ("t.x", "t.y", "t.x", "t.z"):
             crashpoint.here(name)
         os._exit(0)
