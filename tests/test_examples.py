@@ -28,6 +28,7 @@ pytestmark = [pytest.mark.privileged, pytest.mark.needs_tool(str(CNIBIN / "mh-ma
 INPUTS: dict[str, dict[str, Any]] = {
     "abcdesktop-vlan-ipv4.yaml": {"address": "203.0.113.10/24"},
     "abcdesktop-vlan-dualstack.yaml": {"address": "2001:db8:200::10/64"},
+    "abcdesktop-one-plugin.yaml": {"address": "2001:db8:200::10/64"},
     "static-sbr.yaml": {"address": "192.168.0.20/24"},
     "static-default-route.yaml": {
         "address": "192.168.0.20/24",
