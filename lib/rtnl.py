@@ -21,7 +21,7 @@ import ipaddress
 import os
 import socket
 import struct
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import NamedTuple
 
 from .netns import NetNS
@@ -510,12 +510,6 @@ def identity(route: RouteEntry | RouteSpec) -> tuple[object, ...]:
     # The kernel gives IPv6 routes added without a metric the metric 1024.
     priority = route.priority or (IP6_DEFAULT_METRIC if route.dst.version == 6 else 0)
     return (route.dst, route.table, priority, route.paths())
-
-
-def present(routes: Iterable[RouteEntry], specs: Iterable[RouteSpec]) -> list[RouteSpec]:
-    """Those of ``specs`` that are among ``routes`` (read back from the kernel)."""
-    have = {identity(r) for r in routes}
-    return [s for s in specs if identity(s) in have]
 
 
 def _multipath(spec: RouteSpec) -> bytes:
