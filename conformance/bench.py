@@ -3,11 +3,17 @@
 Everything goes through build/cnitool (libcni), in throwaway namespaces:
 
 - ADD, CHECK and DEL of mh-macvlan + mh-ipam + mh-route (public-ipv4) + mh-sbr,
-  frozen (dist/cni-bin), in thick mode (a frozen ``multihome daemon``) and with
-  no daemon (each plugin runs in its own process);
+  frozen (dist/cni-bin), in thick mode (a frozen ``multihome daemon``), with
+  no daemon (each plugin runs in its own process), and as deployed: the node
+  image built with podman (conformance/nodeimage.py), its daemon container
+  serving the binaries its init container installed into a node root;
 - the closest reference chain: macvlan + host-local + sbr, with the same 47
   routes given through host-local's ``routes``;
 - IPv4-only and dual stack, round-robin so all variants see the same noise.
+
+CPU seconds per pod ADD: user + sys of every process of the call (the libcni
+client, the plugins it execs, their children) plus, in thick mode, what the
+daemon spent meanwhile (its /proc/<pid>/stat; calls run one at a time).
 
 Also: VERSION per plugin (ours frozen, theirs), mh-ipam allocations per second
 at 30,000 leases, and 50 concurrent pod ADDs (wall time, distinct addresses).
@@ -19,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -36,6 +43,7 @@ from multihome.plugins import routesets  # noqa: E402
 
 CNITOOL = ROOT / "build" / "cnitool"
 OURS = ROOT / "dist" / "cni-bin"
+TICK = os.sysconf("SC_CLK_TCK")
 REF = Path("/usr/lib/cni")
 GW4, GW6 = "203.0.113.1", "2001:db8:200::1"
 V4 = [{"subnet": "203.0.113.0/24", "gateway": GW4}]
@@ -47,6 +55,8 @@ def sh(*cmd: str) -> None:
 
 
 def ours(name: str, ranges: list[Any], tmp: str) -> dict[str, Any]:
+    """Our chain; its lease and state directories under ``tmp`` (the node root's
+    var/lib/cni for the deployed variant: the same path inside its container)."""
     presets = ["public-ipv4", "default-ipv6"] if len(ranges) > 1 else ["public-ipv4"]
     return {
         "cniVersion": "1.0.0",
@@ -124,11 +134,11 @@ class Rig:
         self.pods.append(name)
         return f"/run/netns/{name}"
 
-    def env(self, socket: str) -> dict[str, str]:
+    def env(self, socket: str, bindir: Path | None = None) -> dict[str, str]:
         return {
             "PATH": os.environ["PATH"],
             "NETCONFPATH": str(self.confdir),
-            "CNI_PATH": f"{OURS}:{REF}",
+            "CNI_PATH": f"{bindir or OURS}:{REF}",
             "CNI_IFNAME": "net1",
             "CNI_CACHE_DIR": f"{self.tmp}/cache",
             "MULTIHOME_SOCKET": socket,
@@ -156,33 +166,69 @@ def stats(samples: list[float]) -> dict[str, float]:
     return ms(samples, digits=1)
 
 
-def chains(rig: Rig, rounds: int, socket: str) -> dict[str, Any]:
-    variants = {}
+def cpu_seconds(pid: int) -> float:
+    """user + sys of a running process, all its threads (0 for none)."""
+    if not pid:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+class Variant:
+    """One chain as run: its socket, the CNI_PATH of ours, the daemon's pid, its state dir."""
+
+    def __init__(
+        self, socket: str, bindir: Path | None = None, pid: int = 0, tmp: str = ""
+    ) -> None:
+        self.socket, self.bindir, self.pid, self.tmp = socket, bindir or OURS, pid, tmp
+
+
+def chains(
+    rig: Rig, rounds: int, variants_of: dict[str, Variant], stacks: list[str]
+) -> dict[str, Any]:
+    variants: dict[str, Variant] = {}
     for stack, ranges in (("ipv4", [V4]), ("dual", [V4, V6])):
-        for kind, build, sock in (
-            ("ours-thick", ours, socket),
-            ("ours-no-daemon", ours, "/none"),
-            ("reference", reference, "/none"),
-        ):
+        if stack not in stacks:
+            continue
+        for kind, variant in variants_of.items():
             name = f"{kind}-{stack}"
-            (rig.confdir / f"{name}.conflist").write_text(json.dumps(build(name, ranges, rig.tmp)))
-            variants[name] = sock
+            build = reference if kind == "reference" else ours
+            conf = build(name, ranges, variant.tmp or rig.tmp)
+            (rig.confdir / f"{name}.conflist").write_text(json.dumps(conf))
+            variants[name] = variant
     times: dict[str, dict[str, list[float]]] = {
-        v: {"add": [], "check": [], "del": []} for v in variants
+        v: {"add": [], "check": [], "del": [], "add_cpu": []} for v in variants
     }
     failures: dict[str, set[str]] = {v: set() for v in variants}
     pod = rig.pod()
     for _ in range(rounds):
-        for name, sock in variants.items():
+        for name, variant in variants.items():
+            env = rig.env(variant.socket, variant.bindir)
             for command in ("add", "check", "del"):
-                elapsed, ok, out = rig.cnitool(rig.env(sock), command, name, pod)
+                cpu = children_cpu() + cpu_seconds(variant.pid)
+                elapsed, ok, out = rig.cnitool(env, command, name, pod)
+                if command == "add":
+                    spent = children_cpu() + cpu_seconds(variant.pid) - cpu
+                    times[name]["add_cpu"].append(spent)
                 times[name][command].append(elapsed)
                 if not ok:
                     failures[name].add(command)
                     if command == "add":
                         raise SystemExit(f"{name} ADD failed: {out}")
     return {
-        name: {cmd: {**stats(s), "fails": cmd in failures[name]} for cmd, s in cmds.items()}
+        name: {
+            **{
+                cmd: {**stats(s), "fails": cmd in failures[name]}
+                for cmd, s in cmds.items()
+                if cmd != "add_cpu"
+            },
+            "add_cpu_s": round(sorted(cmds["add_cpu"])[len(cmds["add_cpu"]) // 2], 3),
+        }
         for name, cmds in times.items()
     }
 
@@ -261,24 +307,36 @@ def print_report(report: dict[str, Any]) -> None:
             c = cmds[cmd]
             cells.append(f"{c['median_ms']:.0f}/{c['p90_ms']:.0f}{' FAIL' if c['fails'] else ''}")
         print(f"{name:<22}{cells[0]:>16}{cells[1]:>18}{cells[2]:>16}")
+    print("CPU seconds per pod ADD (median; client + plugins + the daemon's share):")
+    print("  " + ", ".join(f"{n} {c['add_cpu_s']:.3f}" for n, c in report["chains"].items()))
     for stack in ("ipv4", "dual"):
+        if f"reference-{stack}" not in report["chains"]:
+            continue
         ref = report["chains"][f"reference-{stack}"]
-        for kind in ("ours-thick", "ours-no-daemon"):
-            mine = report["chains"][f"{kind}-{stack}"]
+        for kind in ("ours-thick", "ours-deployed", "ours-no-daemon"):
+            mine = report["chains"].get(f"{kind}-{stack}")
+            if mine is None:
+                continue
             ratios = "  ".join(
                 f"{cmd.upper()} {mine[cmd]['median_ms'] / ref[cmd]['median_ms']:.2f}x"
                 for cmd in ("add", "check", "del")
             )
-            print(f"ratio {kind}/reference ({stack}): {ratios}")
-    ours_dual = report["chains"]["ours-thick-dual"]["add"]["median_ms"]
-    ours_v4 = report["chains"]["ours-thick-ipv4"]["add"]["median_ms"]
+            cpu = mine["add_cpu_s"] / ref["add_cpu_s"]
+            print(f"ratio {kind}/reference ({stack}): {ratios}  ADD CPU {cpu:.2f}x")
     chains = report["chains"]
-    ref_ratio = (
-        chains["reference-dual"]["add"]["median_ms"] / chains["reference-ipv4"]["add"]["median_ms"]
-    )
-    print(
-        f"dual-stack ADD / IPv4 ADD (thick): {ours_dual / ours_v4:.2f}x; reference {ref_ratio:.1f}x"
-    )
+    if "ours-thick-dual" in chains and "ours-thick-ipv4" in chains:
+        ours_dual = chains["ours-thick-dual"]["add"]["median_ms"]
+        ours_v4 = chains["ours-thick-ipv4"]["add"]["median_ms"]
+        ref_ratio = (
+            chains["reference-dual"]["add"]["median_ms"]
+            / chains["reference-ipv4"]["add"]["median_ms"]
+        )
+        print(
+            f"dual-stack ADD / IPv4 ADD (thick): {ours_dual / ours_v4:.2f}x; "
+            f"reference {ref_ratio:.1f}x"
+        )
+    if "version_ms" not in report:
+        return
     print("VERSION median ms: " + ", ".join(f"{k} {v}" for k, v in report["version_ms"].items()))
     ipam = report["ipam_30000"]
     print(
@@ -293,13 +351,36 @@ def print_report(report: dict[str, Any]) -> None:
         )
 
 
+def deployed(tmp: str, dist: Path) -> tuple[Any, Any, Variant]:
+    """The node image built and its DaemonSet containers run on a node root in ``tmp``."""
+    from nodeimage import Node, Podman  # (from conformance/)
+
+    podman = Podman(Path(tmp, "podman"))
+    podman.build_image(dist.parent)
+    node = Node(podman, Path(tmp, "node"))
+    node.install()
+    node.start()
+    pid = int(podman("inspect", "--format", "{{.State.Pid}}", node.name).stdout)
+    return podman, node, Variant(str(node.sock), node.cni_bin, pid, str(node.state))
+
+
 def main() -> int:
+    global OURS  # noqa: PLW0603 - --dist picks the bundle every helper here runs
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--json", type=Path, default=ROOT / "build" / "bench" / "report.json")
+    parser.add_argument("--dist", type=Path, default=ROOT / "dist", help="make dist's output")
+    parser.add_argument("--stacks", default="ipv4,dual", help="ipv4, dual or both")
+    parser.add_argument(
+        "--chains-only", action="store_true", help="only the chains and their CPU seconds"
+    )
+    parser.add_argument(
+        "--no-deployed", action="store_true", help="skip the image build and its daemon"
+    )
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench: run as root")
+    OURS = args.dist / "cni-bin"
     import bench_ipam  # from conformance/
 
     tag = f"mhb{os.getpid() % 10000}"
@@ -310,7 +391,15 @@ def main() -> int:
             [str(OURS / "multihome"), "daemon", "--socket", socket], stderr=log
         )
         rig = Rig(tag, tmp)
+        podman = node = None
         try:
+            variants = {
+                "ours-thick": Variant(socket, pid=daemon.pid),
+                "ours-no-daemon": Variant("/none"),
+                "reference": Variant("/none"),
+            }
+            if not args.no_deployed:
+                podman, node, variants["ours-deployed"] = deployed(tmp, args.dist)
             deadline = time.monotonic() + 30
             while not Path(socket).exists() and time.monotonic() < deadline:
                 time.sleep(0.05)
@@ -320,20 +409,25 @@ def main() -> int:
                 "cpus": os.cpu_count(),
                 "rounds": args.rounds,
             }
-            report["chains"] = chains(rig, args.rounds, socket)
-            report["version_ms"] = version_times(15)
-            report["concurrent_50"] = concurrent(rig, socket)
-            ns = f"{tag}i"
-            sh("ip", "netns", "add", ns)
-            try:
-                report["ipam_30000"] = bench_ipam.run_size(30000, 10, f"/run/netns/{ns}")
-            finally:
-                subprocess.run(["ip", "netns", "del", ns], check=False)
+            report["chains"] = chains(rig, args.rounds, variants, args.stacks.split(","))
+            if not args.chains_only:
+                report["version_ms"] = version_times(15)
+                report["concurrent_50"] = concurrent(rig, socket)
+                ns = f"{tag}i"
+                sh("ip", "netns", "add", ns)
+                try:
+                    report["ipam_30000"] = bench_ipam.run_size(30000, 10, f"/run/netns/{ns}")
+                finally:
+                    subprocess.run(["ip", "netns", "del", ns], check=False)
         finally:
             rig.close()
             daemon.send_signal(signal.SIGTERM)
-            daemon.wait(timeout=10)
+            daemon.wait(timeout=30)
             log.close()
+            if node is not None:
+                node.remove()
+            if podman is not None:
+                podman.remove()
     print_report(report)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2))
