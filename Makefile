@@ -111,6 +111,7 @@ bench: dist cnitool
 	$(PY) conformance/bench.py
 	$(PY) conformance/bench_ipam.py
 	$(PY) conformance/bench_route.py
+	$(PY) conformance/bench_one_plugin.py --bindir dist/cni-bin
 
 clean:
 	rm -rf $(BUILD) dist
