@@ -153,7 +153,7 @@ class Node:
         """The init container: ``multihome install`` into the node's opt/cni/bin."""
         caps = [f"--cap-add={c}" for c in INSTALL_CAPS]
         self.podman(
-            "run", "--rm", "--network=host", "--cap-drop=ALL", *caps,
+            "run", "--rm", "--network=host", "--read-only", "--cap-drop=ALL", *caps,
             "-v", f"{self.cni_bin}:/host/opt/cni/bin",
             self.image, "install", "--dest", "/host/opt/cni/bin",
         )  # fmt: skip
@@ -166,7 +166,7 @@ class Node:
         and the runtime's CNI_PATH then name the same files on both sides.
         """
         self.podman(
-            "run", "-d", "--name", self.name, "--network=host", "--privileged",
+            "run", "-d", "--name", self.name, "--network=host", "--read-only", "--privileged",
             "-v", f"{self.run_dir}:/run/multihome",
             "-v", f"{self.state}:/var/lib/cni",
             "-v", f"{self.state}:{self.state}",

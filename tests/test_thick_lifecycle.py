@@ -148,3 +148,27 @@ def test_rolling_upgrade_under_a_stream_of_adds(
     assert old.served() + new.served() < len(outcomes)  # some ran in-process in between
     addresses = {json.loads(out)["ips"][0]["address"] for _, _, out, _ in outcomes}
     assert len(addresses) == len(outcomes)
+
+
+def test_the_nodes_installed_copy_of_our_build_runs_in_process(tmp_path: Path) -> None:
+    """The daemon (its image's bundle) and the node's installed bundle: one build, by MANIFEST."""
+    from multihome.lib import delegate, registry
+
+    image, node, other = (tmp_path / d for d in ("image", "node", "other"))
+    for folder, manifest in ((image, "multihome 0.1.0\nabc\n"), (node, "multihome 0.1.0\nabc\n")):
+        folder.mkdir()
+        (folder / "MANIFEST").write_text(manifest)
+        (folder / "multihome").write_bytes(b"")
+    other.mkdir()
+    (other / "MANIFEST").write_text("multihome 0.1.0\ndef\n")
+    (other / "multihome").write_bytes(b"")
+    (tmp_path / "mh-ipam").symlink_to(node / "multihome")
+    saved = registry.OWN_PROGRAM[0]
+    registry.OWN_PROGRAM[0] = str(image / "multihome")
+    try:
+        assert delegate._is_ours("mh-ipam", str(tmp_path / "mh-ipam"))
+        assert not delegate._is_ours("mh-ipam", str(other / "multihome"))
+        assert not delegate._is_ours("host-local", str(tmp_path / "mh-ipam"))
+        assert not delegate._is_ours("mh-ipam", str(tmp_path / "missing"))
+    finally:
+        registry.OWN_PROGRAM[0] = saved
