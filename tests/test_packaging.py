@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 import shlex
 import signal
 import subprocess
@@ -12,41 +14,67 @@ from typing import Any
 import pytest
 import yaml
 
+from multihome.ipam import config as ipam_config
 from multihome.lib import cli
+from multihome.lib.thick import shim
+from multihome.plugins import route
 from tests.rig import ROOT
 
 KUBE = ROOT / "packaging" / "kubernetes"
 
 
-def containers(name: str) -> list[dict[str, Any]]:
+def pod_spec(name: str) -> dict[str, Any]:
     doc = yaml.safe_load((KUBE / name).read_text())
     assert doc["kind"] == "DaemonSet" and doc["metadata"]["namespace"] == "kube-system"
-    spec = doc["spec"]["template"]["spec"]
-    assert {v["hostPath"]["path"] for v in spec["volumes"]} == {"/opt/cni/bin"}
-    result: list[dict[str, Any]] = spec["containers"]
-    return result
+    spec: dict[str, Any] = doc["spec"]["template"]["spec"]
+    return spec
 
 
-@pytest.mark.parametrize("name", ["daemonset.yaml", "uninstall.yaml"])
-def test_manifest_args_are_ours(name: str) -> None:
-    for container in containers(name):
-        ns = cli.build_parser().parse_args(container["args"])
-        assert ns.command == "install" and ns.dest == "/host/opt/cni/bin" and ns.then_sleep
-        assert ns.uninstall is (name == "uninstall.yaml")
-        assert container["readinessProbe"]["exec"]["command"]
+def mounts(container: dict[str, Any], spec: dict[str, Any]) -> dict[str, str]:
+    """mountPath -> the host path it shows."""
+    host = {v["name"]: v.get("hostPath", {}).get("path", "") for v in spec["volumes"]}
+    return {m["mountPath"]: host[m["name"]] for m in container["volumeMounts"]}
 
 
-def test_readiness_probe_runs_an_installed_plugin() -> None:
-    probe = containers("daemonset.yaml")[0]["readinessProbe"]["exec"]["command"][-1]
-    assert "CNI_COMMAND=VERSION /host/opt/cni/bin/mh-macvlan" in probe
+def test_daemonset_installs_then_runs_the_daemon() -> None:
+    spec = pod_spec("daemonset.yaml")
+    (init,) = spec["initContainers"]
+    ns = cli.build_parser().parse_args(init["args"])
+    assert ns.command == "install" and ns.dest == "/host/opt/cni/bin" and not ns.then_sleep
+    assert mounts(init, spec) == {"/host/opt/cni/bin": "/opt/cni/bin"}
+    (daemon,) = spec["containers"]
+    ns = cli.build_parser().parse_args(daemon["args"])
+    assert ns.command == "daemon" and ns.socket == shim.DEFAULT_SOCKET
+    assert ns.grace < spec["terminationGracePeriodSeconds"]
+    assert spec["hostNetwork"] is True
+    paths = mounts(daemon, spec)
+    assert paths["/run/multihome"] == "/run/multihome" == os.path.dirname(shim.DEFAULT_SOCKET)
+    assert paths["/var/lib/cni"] == "/var/lib/cni"
+    for default in (ipam_config.DEFAULT_DATA_DIR, route.DEFAULT_STATE_DIR):
+        assert default.startswith("/var/lib/cni/")  # the files a binary without it uses
+    for probe in ("readinessProbe", "livenessProbe"):
+        command = daemon[probe]["exec"]["command"]
+        assert command[0] == "/opt/multihome/multihome"
+        assert cli.build_parser().parse_args(command[1:]).command == "probe"
 
 
-def test_containerfile_runs_the_installer() -> None:
+def test_uninstaller_args_are_ours() -> None:
+    spec = pod_spec("uninstall.yaml")
+    (container,) = spec["containers"]
+    ns = cli.build_parser().parse_args(container["args"])
+    assert ns.command == "install" and ns.dest == "/host/opt/cni/bin" and ns.then_sleep
+    assert ns.uninstall
+    assert mounts(container, spec) == {"/host/opt/cni/bin": "/opt/cni/bin"}
+    assert container["readinessProbe"]["exec"]["command"]
+
+
+def test_containerfile_runs_the_daemon_on_a_base_given_as_argument() -> None:
     text = (ROOT / "packaging" / "Containerfile").read_text()
     assert "COPY dist/bundle/multihome /opt/multihome" in text
+    assert re.search(r"^ARG BASE=\S+$", text, re.M) and "FROM ${BASE}" in text
     cmd = next(line for line in text.splitlines() if line.startswith("CMD"))
     args = yaml.safe_load(cmd.removeprefix("CMD "))
-    assert cli.build_parser().parse_args(args).command == "install"
+    assert cli.build_parser().parse_args(args).command == "daemon"
 
 
 @pytest.mark.needs_tool(str(ROOT / "dist" / "bundle" / "multihome" / "MANIFEST"))
