@@ -74,6 +74,12 @@ def _cmd_lint(ns: argparse.Namespace) -> int:
         return 2
     failed = False
     for name in ns.files:
+        if ns.fix:
+            from .lint import fix
+
+            done = fix.fix_file(Path(name))
+            if done:
+                print(lint.format_findings(name, done))
         findings = lint.lint_file(Path(name), cluster)
         if findings:
             print(lint.format_findings(name, findings))
@@ -197,6 +203,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="CIDR",
         help="the cluster's own pod or service CIDR (repeat): a route sending it through the "
         "secondary gateway is an error; other private space is a warning",
+    )
+    lint.add_argument(
+        "--fix",
+        action="store_true",
+        help="rewrite each file in place first: reference types become multihome's, a pasted "
+        "public route list the preset that equals it (comments and layout are kept)",
     )
     lint.set_defaults(func=_cmd_lint)
     dmn = sub.add_parser(

@@ -210,6 +210,15 @@ def conflist(tmp_path: Path, plugins: list[dict[str, Any]]) -> Path:
         ),
         ({"type": "route-overwrite", "flushroutes": True}, "error", "old name"),
         (
+            {
+                "type": "mh-macvlan",
+                "master": "e",
+                "ipam": {**ETCD_IPAM, "routes": [{"presets": ["pub"]}]},
+            },
+            "error",
+            "unknown route preset 'pub'",
+        ),
+        (
             {"type": "mh-ipvlan", "master": "e", "ipam": {"type": "dhcp"}},
             "warning",
             "ipvlan with dhcp",

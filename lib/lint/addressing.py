@@ -207,6 +207,15 @@ def check_gateways(routes: list[Any], subnets: list[Net], src: Source) -> list[F
 def check_routes(routes: list[Any], src: Source, cluster: list[Net]) -> list[Finding]:
     """Defaults, cluster and private space, and near-miss public route sets."""
     dicts = [r for r in routes if isinstance(r, dict)]
+    from multihome.plugins import routesets
+
+    for r in dicts:
+        presets = r.get("presets")
+        for name in presets if isinstance(presets, list) else [presets] if presets else []:
+            if not isinstance(name, str) or name not in routesets.PRESETS:
+                known = ", ".join(routesets.PRESETS)
+                line = src.line_of(f'"{name}"')
+                return [Finding("error", line, f"unknown route preset {name!r}; known: {known}")]
     for r in dicts:
         if r.get("dst") is not None and net(r["dst"]) is None:
             return [Finding("error", src.line_of(str(r["dst"])), f"invalid route dst {r['dst']!r}")]
@@ -272,6 +281,6 @@ def _check_public_set(v4: list[dict[str, Any]], src: Source) -> list[Finding]:
             src.line_of(str(v4[0]["dst"])),
             f"this looks like a public route set but leaves out "
             f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}; "
-            'use mh-route with "presets": ["public-ipv4"]',
+            'name the set instead: {"presets": ["public-ipv4"]} as the one route entry',
         )
     ]
