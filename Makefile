@@ -18,7 +18,7 @@ GOPATH_DEB := /usr/share/gocode
 PYTEST_ARGS ?=
 APT_PACKAGES := containernetworking-plugins golang-go golang-github-appc-cni-dev iproute2 \
 	iputils-ping python3-venv python3-dev podman runc busybox-static binutils \
-	etcd-server etcd-client openssl
+	etcd-server etcd-client openssl debootstrap
 
 .PHONY: all deps venv bin cnitool test test-vm dist test-dist lint demo bench robustness clean
 
@@ -53,6 +53,12 @@ $(CNITOOL): conformance/cnitool/main.go | $(BUILD)/.deps
 	GO111MODULE=off GOPATH=$(GOPATH_DEB) GOCACHE=$(abspath $(BUILD))/gocache \
 		go build -o $@ ./conformance/cnitool
 
+# The libcni client again, static (no cgo), to run inside tests/test_portable.py's Debian 11 root.
+CNITOOL_STATIC := $(BUILD)/cnitool-static
+$(CNITOOL_STATIC): conformance/cnitool/main.go | $(BUILD)/.deps
+	CGO_ENABLED=0 GO111MODULE=off GOPATH=$(GOPATH_DEB) GOCACHE=$(abspath $(BUILD))/gocache \
+		go build -o $@ ./conformance/cnitool
+
 $(LIBCNI13)/.stamp: conformance/cnitool13/getlibcni13.sh | $(BUILD)/.deps
 	conformance/cnitool13/getlibcni13.sh $(LIBCNI13)
 	touch $@
@@ -65,12 +71,14 @@ test: bin cnitool
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The frozen multicall bundle: dist/bundle/multihome/ and dist/cni-bin/ (symlinks).
+# Built inside a Debian 11 root with a CPython built there, so it runs on glibc 2.31
+# (packaging/portable/build.py; root and interpreter cached in /var/cache/multihome).
 dist: bin
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[dist]'
-	$(PY) packaging/build_dist.py
+	$(PY) packaging/portable/build.py
 
 # The same suites, run against the frozen binaries.
-test-dist: dist cnitool
+test-dist: dist cnitool $(CNITOOL_STATIC)
 	MULTIHOME_CNI_BIN=$(CURDIR)/dist/cni-bin $(PY) -m pytest $(PYTEST_ARGS)
 
 # The tests that need ipvlan, vlan or dummy, in a guest kernel that has them (this
@@ -97,7 +105,7 @@ lint: bin
 	$(VENV)/bin/ruff format --check .
 	MYPYPATH=$(BUILD)/pkgroot $(VENV)/bin/mypy -p multihome.lib -p multihome.plugins \
 		-p multihome.ipam
-	MYPYPATH=$(BUILD)/pkgroot $(VENV)/bin/mypy packaging/devbin.py conformance/demo.py
+	MYPYPATH=$(BUILD)/pkgroot $(VENV)/bin/mypy packaging/devbin.py packaging/portable/build.py conformance/demo.py
 
 demo: bin cnitool
 	$(PY) conformance/demo.py
