@@ -26,6 +26,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from multihome.lib import lint
+from multihome.lib.lint import fix
 from tests.conftest import Topology
 from tests.rig import CNIBIN, REFERENCE_BIN, ROOT, Cnitool
 from tests.test_pod_default_route import multus_eth0
@@ -153,7 +154,10 @@ def test_lint_never_fails_on_a_mutated_corpus_file(index: int, seed: int, count:
         path = Path(tmp) / f"mutant{source.suffix}"
         path.write_text(text)
         found = lint.lint_file(path)
+        fixed = fix.fix_file(path)  # --fix too: it edits what it can, never fails
+        found += lint.lint_file(path)
     assert all(f.level in ("error", "warning") and f.line >= 1 for f in found)
+    assert all(f.level in ("fixed", "warning") for f in fixed)
 
 
 ODD_VALUES = [

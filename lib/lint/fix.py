@@ -201,7 +201,7 @@ def _config_spans(text: str) -> list[tuple[int, int, int]]:
             if value.style == "'":
                 start, end = start + 1, end - 1  # inside the quotes
             elif value.style in ("|", ">"):
-                start = text.index("\n", start) + 1  # after the indicator line
+                start = text.find("\n", start) + 1 or end  # after the indicator line
             elif value.style == '"':
                 continue  # JSON in a double-quoted scalar is escaped: left alone
             spans.append((start, end, text.count("\n", 0, start) + 1))
