@@ -198,6 +198,9 @@ def pod_ips(prev: Result, ifname: str) -> list[tuple[IPInterface, IPAddress | No
     ]
 
 
+_SHARED_TABLES = {rtnl.RT_TABLE_MAIN, 255, 253}  # main, local, default: never one's own
+
+
 def _via(route: rtnl.RouteEntry, oif: int) -> bool:
     return oif in {o for _, o in route.paths()}
 
@@ -281,12 +284,23 @@ def apply(sock: rtnl.Rtnl, the_plan: SbrPlan) -> None:
 
 
 def remove(sock: rtnl.Rtnl, ips: list[IPInterface], oif: int | None) -> None:
-    """DEL: the rules of these addresses, and this interface's routes in their tables."""
+    """DEL: the rules of these addresses, and this interface's routes in their tables.
+
+    A rule whose table routes through another interface is that interface's, even
+    from the same address (two networks of a pod may lease from overlapping ranges):
+    it stays. (The reference's sbr removes every rule from the address.)"""
     tables: set[int] = set()
     wanted = {host_net(ip) for ip in ips}
+    routes = {v: sock.routes(v) for v in (4, 6)}
+    others = {
+        r.table
+        for v in (4, 6)
+        for r in routes[v]
+        if r.table not in _SHARED_TABLES and any(o != oif for _, o in r.paths())
+    }
     for version in (4, 6):
         for rule in sock.rules(version):
-            if rule.src in wanted:
+            if rule.src in wanted and rule.table not in others:
                 tables.add(rule.table)
                 err = sock.batch([rtnl.rule_request(False, rule.src, rule.table)])[0]
                 crashpoint.here("sbr.rule-removed")
@@ -297,7 +311,7 @@ def remove(sock: rtnl.Rtnl, ips: list[IPInterface], oif: int | None) -> None:
     for version in (4, 6):
         mine = [
             rtnl.RouteSpec.from_entry(r)
-            for r in sock.routes(version)
+            for r in routes[version]
             if r.table in tables and _via(r, oif)
         ]
         sock.batch([rtnl.route_delete(r) for r in mine])

@@ -14,7 +14,7 @@ import pytest
 from multihome.lib.netns import NetNS
 from tests.conftest import Topology
 from tests.link_helpers import conflist, mh_ipam
-from tests.rig import CNIBIN, Netns, one_json
+from tests.rig import CNIBIN, Cnitool, Netns, one_json
 from tests.shapes import check_error
 from tests.test_link import direct, leases
 from tests.test_mh_ipam import call, conf
@@ -155,4 +155,48 @@ def test_del_finds_an_untagged_link_by_its_temporary_name(topo: Topology, tmp_pa
     topo.host.ip("link", "set", tmp, "netns", topo.pod.path)
     conf_ = conflist("macvlan", topo.master, mh_ipam(str(tmp_path)))
     assert direct("macvlan", "DEL", topo, conf_, topo.pod.path).returncode == 0
-    assert [x["ifname"] for x in topo.pod.ipj("link", "show")] == ["lo"]
+    assert [x["ifname"] for x in topo.pod.ipj("link", "show")] == ["lo", "eth0"]
+
+
+def test_sbr_del_leaves_the_rules_of_another_network_with_the_same_address(
+    topo: Topology, cnitool: Cnitool, tmp_path: Path
+) -> None:
+    """Two networks of one pod lease from overlapping ranges (their own stores): both
+    interfaces get 203.0.113.10. DEL of one removed the other's rules too (found by make
+    robustness's bystanders)."""
+
+    def net(name: str, data: str) -> str:
+        return cnitool.write(
+            {
+                "cniVersion": "1.0.0",
+                "name": name,
+                "plugins": [
+                    {"type": "mh-macvlan", "master": topo.master, "ipam": mh_ipam(data)},
+                    {"type": "mh-sbr"},
+                ],
+            }
+        )
+
+    a, b = net("sbra", str(tmp_path / "a")), net("sbrb", str(tmp_path / "b"))
+    assert cnitool.run("add", a, topo.pod, ifname="net1", container_id="ca").returncode == 0
+    assert cnitool.run("add", b, topo.pod, ifname="net2", container_id="cb").returncode == 0
+
+    def rules() -> set[tuple[str, str]]:
+        return {
+            (r["src"], r["table"])
+            for family in ("-4", "-6")
+            for r in topo.pod.ipj(family, "rule", "show")
+            if r.get("src", "").startswith(("203.0.113.", "2001:db8:200:"))
+        }
+
+    both = rules()
+    assert len(both) == 4 and len({src for src, _ in both}) == 2  # one address per family
+    b_tables = {
+        str(r["table"]) for r in topo.pod.ipj("-4", "route", "show", "table", "all")
+        if r.get("dev") == "net2" and r.get("table") not in ("main", "local")
+    }  # fmt: skip
+    assert cnitool.run("del", a, topo.pod, ifname="net1", container_id="ca").returncode == 0
+    left = rules()
+    assert len(left) == 2 and b_tables & {table for _, table in left}
+    assert cnitool.run("del", b, topo.pod, ifname="net2", container_id="cb").returncode == 0
+    assert rules() == set()
