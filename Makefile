@@ -67,7 +67,14 @@ $(CNITOOL13): conformance/cnitool13/main.go $(LIBCNI13)/.stamp
 	GO111MODULE=off GOTOOLCHAIN=local GOPATH=$(abspath $(LIBCNI13))/root$(GOPATH_DEB):$(GOPATH_DEB) \
 		GOCACHE=$(abspath $(BUILD))/gocache13 $(GO123) build -o $@ ./conformance/cnitool13
 
-test: bin cnitool
+# The manifests' security lint (tests/test_manifests.py) in a venv of its own:
+# checkov pins more than the project's venv should carry.
+CHECKOV := $(BUILD)/checkov-venv/bin/checkov
+$(CHECKOV): | $(BUILD)/.deps
+	$(PYTHON) -m venv $(BUILD)/checkov-venv
+	$(BUILD)/checkov-venv/bin/pip install -q --disable-pip-version-check 'checkov==3.3.30'
+
+test: bin cnitool $(CHECKOV)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The frozen multicall bundle: dist/bundle/multihome/ and dist/cni-bin/ (symlinks).
@@ -78,7 +85,7 @@ dist: bin
 	$(PY) packaging/portable/build.py
 
 # The same suites, run against the frozen binaries.
-test-dist: dist cnitool $(CNITOOL_STATIC)
+test-dist: dist cnitool $(CNITOOL_STATIC) $(CHECKOV)
 	MULTIHOME_CNI_BIN=$(CURDIR)/dist/cni-bin $(PY) -m pytest $(PYTEST_ARGS)
 
 # The tests that need ipvlan, vlan or dummy, in a guest kernel that has them (this
