@@ -17,8 +17,9 @@ their multihome drop-ins, whose keys are a superset.
 from __future__ import annotations
 
 from .checks import check_config, known_keys
-from .files import format_findings, lint_file
+from .files import format_findings, lint_config, lint_file
 from .findings import Finding
+from .pods import networks_findings
 from .source import Source, strip_comments
 
 __all__ = [
@@ -27,6 +28,8 @@ __all__ = [
     "check_config",
     "format_findings",
     "known_keys",
+    "lint_config",
     "lint_file",
+    "networks_findings",
     "strip_comments",
 ]

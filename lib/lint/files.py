@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,14 +41,17 @@ def _parse(text: str, raw: str, src: Source, what: str) -> tuple[Any, list[str],
     return conf, duplicates, []
 
 
-def _nad_findings(node: Any, namespace: str, cluster: list[Net]) -> list[Finding]:
-    import yaml
-
-    mark = node.start_mark
-    raw = mark.buffer[mark.pointer : node.end_mark.pointer] if mark.buffer else node.value
-    src = Source(raw, mark.line + 1)
+def _config_findings(
+    text: str,
+    src: Source,
+    namespace: str,
+    cluster: list[Net],
+    uncomment: Callable[[str], str | None],
+) -> list[Finding]:
+    """spec.config's findings; ``src.raw`` is its source, ``uncomment`` re-reads that
+    source with the comments taken out (None: it cannot)."""
+    raw = src.raw
     out: list[Finding] = []
-    text = str(node.value)
     cleaned_raw, comment_lines = _strip_raw_comments(raw)
     for number in comment_lines:
         comment = raw.split("\n")[number].split("#", 1)[1].strip()
@@ -60,16 +64,38 @@ def _nad_findings(node: Any, namespace: str, cluster: list[Net]) -> list[Finding
             )
         )
     if comment_lines:
-        try:  # the same scalar, without the comments
-            text = str(yaml.safe_load(cleaned_raw))
-        except yaml.YAMLError:
+        uncommented = uncomment(cleaned_raw)  # the same scalar, without the comments
+        if uncommented is None:
             return out
+        text = uncommented
     conf, duplicates, errors = _parse(text, raw, src, "spec.config")
     if errors:
         return out + errors
     return out + check_config(
         conf, src, namespace, nad=True, cluster=cluster, duplicates=duplicates
     )
+
+
+def _nad_findings(node: Any, namespace: str, cluster: list[Net]) -> list[Finding]:
+    import yaml
+
+    def uncomment(cleaned_raw: str) -> str | None:
+        try:
+            return str(yaml.safe_load(cleaned_raw))
+        except yaml.YAMLError:
+            return None
+
+    mark = node.start_mark
+    raw = mark.buffer[mark.pointer : node.end_mark.pointer] if mark.buffer else node.value
+    return _config_findings(
+        str(node.value), Source(raw, mark.line + 1), namespace, cluster, uncomment
+    )
+
+
+def lint_config(text: str, namespace: str = "", cluster: list[Net] | None = None) -> list[Finding]:
+    """A NAD's ``spec.config`` as the API server holds it (the string, after YAML), with
+    the checks lint runs on a NAD file; line 1 is the string's first line."""
+    return _config_findings(text, Source(text, 1), namespace, cluster or [], lambda t: t)
 
 
 def _mapping(node: Any) -> dict[str, Any]:
