@@ -105,6 +105,20 @@ def _cmd_probe(ns: argparse.Namespace) -> int:
     return probe.main(ns.socket or shim.DEFAULT_SOCKET)
 
 
+def _cmd_webhook(ns: argparse.Namespace) -> int:
+    from . import log
+    from .webhook import server
+
+    log.configure("multihome-webhook")
+    limits = server.Limits(max_body=ns.max_body, review_seconds=ns.review_timeout)
+    try:
+        server.serve(ns.listen, ns.cert, ns.key, limits)
+    except (OSError, ValueError) as exc:  # an unreadable pair, a port in use
+        print(f"multihome webhook: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _cmd_leases(ns: argparse.Namespace) -> int:
     from multihome.ipam import leases
 
@@ -131,6 +145,35 @@ def _cmd_leases(ns: argparse.Namespace) -> int:
         details = f" ({exc.details})" if exc.details else ""
         print(f"multihome leases: {exc.msg}{details}", file=sys.stderr)
         return 1
+
+
+def _add_webhook(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    hook = sub.add_parser(
+        "webhook",
+        help="serve lint's checks to the API server (a validating admission webhook)",
+        description="An HTTPS server for admission.k8s.io/v1 AdmissionReviews on POST "
+        "/validate: NetworkAttachmentDefinitions get multihome lint's checks (errors deny, "
+        "warnings are returned), Pods their k8s.v1.cni.cncf.io/networks annotation. "
+        "GET /healthz and /readyz. The certificate and key are reloaded when they change.",
+    )
+    hook.add_argument("--cert", required=True, metavar="FILE", help="PEM certificate (chain)")
+    hook.add_argument("--key", required=True, metavar="FILE", help="PEM private key")
+    hook.add_argument("--listen", default=":8443", metavar="HOST:PORT", help="default :8443")
+    hook.add_argument(
+        "--max-body",
+        type=int,
+        default=4 * 1024 * 1024,
+        metavar="BYTES",
+        help="larger reviews get 413 (default 4 MiB)",
+    )
+    hook.add_argument(
+        "--review-timeout",
+        type=float,
+        default=3.0,
+        metavar="SECONDS",
+        help="a review not decided by then is allowed, with a warning (default 3)",
+    )
+    hook.set_defaults(func=_cmd_webhook)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -242,6 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     prb.add_argument("--socket", help="default /run/multihome/multihome.sock")
     prb.set_defaults(func=_cmd_probe)
+    _add_webhook(sub)
     lea = sub.add_parser(
         "leases",
         help="list a network's leases (file store or etcd), or copy a node's into etcd",
