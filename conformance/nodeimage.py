@@ -25,7 +25,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("MULTIHOME_BASE_CACHE", "/var/cache/multihome-dev"))
-SUITE = "bookworm"
+# Debian 11: the oldest glibc the bundle supports (make dist's floor, 2.31), as the
+# portable build's root; its own minbase, not that 1.3 GB build root
+SUITE = os.environ.get("MULTIHOME_BASE_SUITE", "bullseye")
+KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 BASE_TAG = f"localhost/multihome-base:{SUITE}"
 IMAGE = "localhost/multihome:test"
 SOURCES = Path("/etc/apt/sources.list.d/debian.sources")
@@ -45,16 +48,17 @@ def archive_url() -> str:
 
 
 def base_tarball() -> Path:
-    """A bookworm minbase root as a tarball, made once per machine (a few minutes)."""
+    """A Debian minbase root as a tarball, made once per machine (a minute or two)."""
     tarball = CACHE / f"debian-{SUITE}-minbase.tar"
     if tarball.exists():
         return tarball
     CACHE.mkdir(parents=True, exist_ok=True)
     work = CACHE / f"root-{os.getpid()}"
     shutil.rmtree(work, ignore_errors=True)
+    suite = [SUITE, str(work), archive_url()]
     try:
         subprocess.run(
-            ["debootstrap", "--variant=minbase", SUITE, str(work), archive_url()],
+            ["debootstrap", "--variant=minbase", f"--keyring={KEYRING}", *suite],
             check=True,
             capture_output=True,
             env={"PATH": PATH},
