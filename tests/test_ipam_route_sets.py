@@ -8,7 +8,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+import netaddr
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from multihome.ipam import config
 from multihome.ipam.routes import expand
@@ -109,3 +112,34 @@ def test_one_plugin_network_with_the_public_set(
     assert cnitool.run("check", net, topo.pod).returncode == 0
     assert cnitool.run("del", net, topo.pod).returncode == 0
     assert "net1" not in topo.pod.links()
+
+
+CIDRS = st.one_of(
+    st.builds(
+        lambda a, p: f"{ipaddress.IPv4Address(a)}/{p}",
+        st.integers(0, 2**32 - 1),
+        st.integers(0, 32),
+    ),
+    st.builds(
+        lambda a, p: f"{ipaddress.IPv6Address(a)}/{p}",
+        st.integers(0, 2**128 - 1),
+        st.integers(0, 128),
+    ),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    presets=st.lists(st.sampled_from(list(routesets.PRESETS)), min_size=1, max_size=3),
+    exclude=st.lists(CIDRS, max_size=6),
+)
+def test_sets_equal_netaddrs(presets: list[str], exclude: list[str]) -> None:
+    """The stdlib computation (no netaddr import on the plugin path) against netaddr."""
+    total = netaddr.IPSet()
+    for name in presets:
+        universe, excluded = routesets.PRESETS[name]
+        total |= netaddr.IPSet([universe]) - netaddr.IPSet(excluded)
+    total -= netaddr.IPSet(exclude)
+    cidrs = [ipaddress.ip_network(str(c)) for c in total.iter_cidrs()]
+    wanted = [c for c in cidrs if c.version == 4] + [c for c in cidrs if c.version == 6]
+    assert routesets.compute(presets, exclude) == wanted
