@@ -183,12 +183,25 @@ def _all_routes(sock: rtnl.Rtnl) -> list[rtnl.RouteEntry]:
     return sock.routes(4) + sock.routes(6)
 
 
+def _metric(dst: IPNetwork, priority: int | None) -> int:
+    # The kernel gives IPv6 routes added without a metric the metric 1024.
+    return priority or (rtnl.IP6_DEFAULT_METRIC if dst.version == 6 else 0)
+
+
 def _victims(routes: list[rtnl.RouteEntry], plan_: Plan, index: int) -> list[rtnl.RouteEntry]:
+    # A planned main-table route takes the place of another interface's route with the
+    # same destination and metric (e.g. default-ipv6's ::/0 in a pod whose eth0 has an
+    # IPv6 default): that one is removed, recorded, and put back by DEL.
+    main = (None, rtnl.RT_TABLE_MAIN)
+    taken = {(a.dst, _metric(a.dst, a.priority)) for a in plan_.add if a.table in main}
     out = []
     for r in routes:
         if r.table != rtnl.RT_TABLE_MAIN:
             continue
         on_iface = r.oif == index
+        if not on_iface and (r.dst, _metric(r.dst, r.priority)) in taken:
+            out.append(r)
+            continue
         flushable = (
             on_iface
             and r.gw is not None
@@ -578,7 +591,13 @@ class RoutePlugin:
         directory = os.path.join(conf.state_dir, req.network)
         try:
             with os.scandir(directory) as entries:
-                stale = [e.name for e in entries if e.name.endswith(".json") and e.name not in keep]
+                # (and the .tmp a killed ADD of such an attachment left)
+                stale = [
+                    e.name
+                    for e in entries
+                    if e.name.removesuffix(".tmp").endswith(".json")
+                    and e.name.removesuffix(".tmp") not in keep
+                ]
         except FileNotFoundError:
             return
         for name in stale:  # their pods are gone: nothing left to restore

@@ -14,9 +14,9 @@ from typing import Any
 from tests.ipam_helpers import SEED_RANGES
 from tests.rig import Netns
 
-# global-ipv6, not default-ipv6: the pod's eth0 already has ::/0 (a dual-stack cluster),
-# and mh-route's ::/0 then fails with EEXIST (see the report of issue 15).
-PRESETS = ["public-ipv4", "global-ipv6"]
+# The README's abcdesktop NAD: in a dual-stack pod, default-ipv6's ::/0 takes the place
+# of eth0's IPv6 default until DEL.
+PRESETS = ["public-ipv4", "default-ipv6"]
 
 
 def macvlan_chain(

@@ -121,9 +121,12 @@ def netns_factory() -> Iterator[Callable[[str], Netns]]:
 
 
 class Topology:
-    """host (holds the master veth end "mhm0") <-> peer (holds "mhp0"), plus a pod."""
+    """host (holds the master veth end "mhm0") <-> peer (holds "mhp0"), plus a pod that
+    looks like a Multus pod: eth0 from a "cluster" network, with an address per family
+    and default routes, its node side in host (``rig.cluster_eth0``). A test marked
+    ``bare_pod(reason)`` gets a pod without it."""
 
-    def __init__(self, make: Callable[[str], Netns]) -> None:
+    def __init__(self, make: Callable[[str], Netns], *, multus: bool = True) -> None:
         self.host = make("host")
         self.peer = make("peer")
         self.pod = make("pod")
@@ -142,20 +145,13 @@ class Topology:
         )
         self.host.ip("link", "set", self.master, "up")
         self.peer.ip("link", "set", "mhp0", "up")
+        if multus:
+            cluster_eth0(self.pod, self.host)
 
 
 @pytest.fixture
-def topo(netns_factory: Callable[[str], Netns]) -> Topology:
-    return Topology(netns_factory)
-
-
-@pytest.fixture
-def multus_topo(topo: Topology) -> Topology:
-    """``topo`` with a Multus-shaped pod: eth0 from a "cluster" network (addresses and
-    default routes, the node side in ``host``) before any of our plugins runs.
-    ``topo`` alone is a bare pod; a test that uses it needs one on purpose."""
-    cluster_eth0(topo.pod, topo.host)
-    return topo
+def topo(request: pytest.FixtureRequest, netns_factory: Callable[[str], Netns]) -> Topology:
+    return Topology(netns_factory, multus=request.node.get_closest_marker("bare_pod") is None)
 
 
 @pytest.fixture

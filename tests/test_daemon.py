@@ -115,7 +115,7 @@ def test_chain_through_the_daemon(
         assert proc.returncode == 0, proc.stderr
     # three plugins, three commands; mh-ipam ran inside those requests (in-process, no exec)
     assert daemon.served() == 9
-    assert topo.pod.links() == ["lo"]
+    assert topo.pod.links() == ["lo", "eth0"]
 
 
 def test_daemon_down_runs_in_process(topo: Topology, cnitool: Cnitool, tmp_path: Path) -> None:
@@ -166,7 +166,7 @@ def test_daemon_killed_mid_request(topo: Topology, tmp_path: Path) -> None:
     check_error(one_json(proc.stdout), 11)  # try again: the runtime DELs, then retries
     delete = run_plugin("mh-macvlan", {**env, "CNI_COMMAND": "DEL"}, doc, netns=topo.host)
     assert delete.returncode == 0, delete.stdout  # the dead daemon's socket: DEL runs here
-    assert topo.pod.links() == ["lo"]
+    assert topo.pod.links() == ["lo", "eth0"]
 
 
 def test_one_failing_request_does_not_hurt_the_next(

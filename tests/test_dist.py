@@ -109,7 +109,7 @@ def test_only_cni_variables_and_no_python_on_path(topo: Topology, tmp_path: Path
         check=False,
     )
     assert proc.returncode == 0, proc.stdout
-    assert topo.pod.links() == ["lo"]
+    assert topo.pod.links() == ["lo", "eth0"]
 
 
 def _system_libs(path: Path) -> set[str]:

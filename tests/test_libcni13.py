@@ -41,9 +41,8 @@ pytestmark = [
 
 
 def test_add_check_del_macvlan_chain_at_110(
-    multus_topo: Topology, cnitool13: Cnitool, tmp_path: Path
+    topo: Topology, cnitool13: Cnitool, tmp_path: Path
 ) -> None:
-    topo = multus_topo
     add_gateway(topo)
     name = unique("n13")
     datadir, statedir = tmp_path / "ipam", tmp_path / "route"
@@ -57,7 +56,8 @@ def test_add_check_del_macvlan_chain_at_110(
     tables = {r["table"] for r in doc["routes"] if "table" in r}
     assert tables == {int(t) for t in sbr_tables(topo.pod).values()}, doc["routes"]
     assert len(tables) == 2  # one per family
-    assert topo.pod.ipj("addr", "show", "dev", "net1")
+    defaults6 = topo.pod.ipj("-6", "route", "show", "default")
+    assert [(r["gateway"], r["dev"]) for r in defaults6] == [("2001:db8:200::1", "net1")]
     ok(cnitool13.run("check", net, topo.pod), "check")
 
     # The clients disagree here: Debian's libcni 1.1.2 knows no spec 1.1.0. It runs
@@ -76,9 +76,8 @@ def test_add_check_del_macvlan_chain_at_110(
 
 @pytest.mark.needs_kernel("ipvlan")
 def test_add_check_del_ipvlan_static_sbr_at_110(
-    multus_topo: Topology, cnitool13: Cnitool, tmp_path: Path
+    topo: Topology, cnitool13: Cnitool, tmp_path: Path
 ) -> None:
-    topo = multus_topo
     add_gateway(topo)
     net = cnitool13.write(ipvlan_chain(unique("i13"), topo.master))
     before = kernel(topo.pod)
@@ -92,11 +91,10 @@ def test_add_check_del_ipvlan_static_sbr_at_110(
     assert kernel(topo.pod) == before
 
 
-def test_every_plugin_of_the_chain_speaks_110(multus_topo: Topology, cnitool13: Cnitool) -> None:
-    net = cnitool13.write(
-        macvlan_chain(unique("v13"), multus_topo.master, datadir=None, statedir=None)
-    )
+def test_every_plugin_of_the_chain_speaks_110(topo: Topology, cnitool13: Cnitool) -> None:
+    net = cnitool13.write(macvlan_chain(unique("v13"), topo.master, datadir=None, statedir=None))
     doc = ok(cnitool13.run("version", net, ""), "version")
+    assert doc["libcniCurrent"] == "1.1.0"  # libcni 1.3's own newest spec version
     for plugin in ("mh-macvlan", "mh-sbr", "mh-route"):
         assert "1.1.0" in doc[plugin]["supportedVersions"], doc
 
@@ -140,6 +138,8 @@ def test_gc_frees_only_the_invalid_attachment(
     assert len(b_leases) == 2
     kept = {key: kernel(pods[key]) for key in "AC"}
     pods["B"].delete()  # the pod is gone and its DEL never came
+    # and, say, an earlier ADD of B was killed between writing its record and renaming it
+    (statedir / name / f"{cids['B']}-net1.json.tmp").write_text("{}")
 
     valid = [{"containerID": cids[key], "ifname": "net1"} for key in "AC"]
     ok(cnitool13.run("gc", net, "", extra_env={"VALID_ATTACHMENTS": json.dumps(valid)}), "gc")
@@ -159,7 +159,7 @@ def test_gc_frees_only_the_invalid_attachment(
 
 
 def test_gc_without_a_list(
-    multus_topo: Topology,
+    topo: Topology,
     netns_factory: Callable[[str], Netns],
     cnitool13: Cnitool,
     tmp_path: Path,
@@ -167,7 +167,6 @@ def test_gc_without_a_list(
     """With no list from the runtime, libcni sends no cni.dev/valid-attachments. libcni
     1.3 itself then DELs every attachment of the network in its cache; our plugins,
     which cannot tell valid from stale, keep everything they hold."""
-    topo = multus_topo
     add_gateway(topo)
     name = unique("g13")
     datadir, statedir = tmp_path / "ipam", tmp_path / "route"
@@ -193,7 +192,7 @@ def _three_pods(
     topo: Topology, make: Callable[[str], Netns], name: str
 ) -> tuple[dict[str, Netns], dict[str, str]]:
     pods = {key: make("pod") for key in "ABC"}
-    for n, pod in enumerate(pods.values(), start=1):
+    for n, pod in enumerate(pods.values(), start=2):  # (n=1: topo.pod's)
         cluster_eth0(pod, topo.host, n)
     return pods, {key: f"pod{key}-{name}" for key in pods}
 
@@ -206,6 +205,17 @@ def host_etcd(topo: Topology, tmp_path: Path) -> Iterator[etcdrig.EtcdCluster]:
         pytest.skip(f"needs etcd: {reason}")
     with etcdrig.EtcdCluster(tmp_path / "etcd", netns=topo.host.name) as cluster:
         yield cluster
+
+
+def _etcd_store(endpoints: list[str], **settings: object) -> dict[str, object]:
+    """An etcd store for a NAD: by a profile of the node's etcd settings where the
+    plugins read those (tests/etcd_node.py), else with the endpoints in the NAD."""
+    try:
+        from tests import etcd_node  # type: ignore[attr-defined,unused-ignore]
+    except ImportError:
+        return {"type": "etcd", "endpoints": endpoints, "node": "node-a", **settings}
+    profile = etcd_node.add_profile({"endpoints": endpoints})
+    return {"type": "etcd", "profile": profile, "node": "node-a", **settings}
 
 
 def _etcd_leases(cluster: etcdrig.EtcdCluster, name: str) -> dict[str, str]:
@@ -224,7 +234,7 @@ def test_gc_on_the_etcd_store(
     add_gateway(topo)
     name = unique("e13")
     statedir = tmp_path / "route"
-    store = {"type": "etcd", "endpoints": host_etcd.endpoints, "node": "node-a"}
+    store = _etcd_store(host_etcd.endpoints)
     net = cnitool13.write(
         macvlan_chain(name, topo.master, datadir=None, statedir=statedir, store=store)
     )
@@ -255,20 +265,17 @@ def test_gc_on_the_etcd_store(
 
 
 def test_status_succeeds_on_a_usable_chain(
-    multus_topo: Topology, cnitool13: Cnitool, tmp_path: Path
+    topo: Topology, cnitool13: Cnitool, tmp_path: Path
 ) -> None:
     net = cnitool13.write(
-        macvlan_chain(
-            unique("s13"), multus_topo.master, datadir=tmp_path / "d", statedir=tmp_path / "s"
-        )
+        macvlan_chain(unique("s13"), topo.master, datadir=tmp_path / "d", statedir=tmp_path / "s")
     )
     ok(cnitool13.run("status", net, ""), "status")
 
 
 def test_status_50_when_the_master_is_gone(
-    multus_topo: Topology, cnitool13: Cnitool, tmp_path: Path
+    topo: Topology, cnitool13: Cnitool, tmp_path: Path
 ) -> None:
-    topo = multus_topo
     net = cnitool13.write(
         macvlan_chain(unique("s13"), topo.master, datadir=tmp_path / "d", statedir=tmp_path / "s")
     )
@@ -279,27 +286,25 @@ def test_status_50_when_the_master_is_gone(
 
 
 def test_status_50_when_the_store_is_unwritable(
-    multus_topo: Topology, cnitool13: Cnitool, tmp_path: Path
+    topo: Topology, cnitool13: Cnitool, tmp_path: Path
 ) -> None:
     blocker = tmp_path / "blocker"
     blocker.write_text("a file where the dataDir's parent should be")
     net = cnitool13.write(
-        macvlan_chain(
-            unique("s13"), multus_topo.master, datadir=blocker / "ipam", statedir=tmp_path / "s"
-        )
+        macvlan_chain(unique("s13"), topo.master, datadir=blocker / "ipam", statedir=tmp_path / "s")
     )
     err = failed(cnitool13.run("status", net, ""))
     assert err["code"] == 50, err
 
 
 def test_status_50_when_etcd_is_unreachable(
-    multus_topo: Topology, cnitool13: Cnitool, tmp_path: Path
+    topo: Topology, cnitool13: Cnitool, tmp_path: Path
 ) -> None:
     (port,) = etcdrig.free_ports(1)  # nothing listens there
-    store = {"type": "etcd", "endpoints": [f"http://127.0.0.1:{port}"], "timeout": 1}
+    store = _etcd_store([f"http://127.0.0.1:{port}"], timeout=1)
     net = cnitool13.write(
         macvlan_chain(
-            unique("s13"), multus_topo.master, datadir=None, statedir=tmp_path / "s", store=store
+            unique("s13"), topo.master, datadir=None, statedir=tmp_path / "s", store=store
         )
     )
     err = failed(cnitool13.run("status", net, ""))
@@ -313,14 +318,14 @@ def test_status_50_when_etcd_is_unreachable(
 )
 def test_status_reaches_every_plugin_of_the_chain(
     case: tuple[int, dict[str, object], str],
-    multus_topo: Topology,
+    topo: Topology,
     cnitool13: Cnitool,
     tmp_path: Path,
 ) -> None:
     """A config only the 2nd or 3rd plugin refuses: STATUS got that far, and says so."""
     index, broken, word = case
     conflist = macvlan_chain(
-        unique("s13"), multus_topo.master, datadir=tmp_path / "d", statedir=tmp_path / "s"
+        unique("s13"), topo.master, datadir=tmp_path / "d", statedir=tmp_path / "s"
     )
     conflist["plugins"][index].update(broken)
     net = cnitool13.write(conflist)

@@ -48,7 +48,7 @@ def test_seed_nad_as_written(topo: Topology, cnitool: Cnitool, tmp_path: Path) -
     topo.pod.exec("ping", "-c", "1", "-W", "3", GW4)
     topo.pod.exec("ping", "-6", "-c", "1", "-W", "3", GW6)
     assert cnitool.run("del", net, topo.pod).returncode == 0
-    assert topo.pod.links() == ["lo"]
+    assert topo.pod.links() == ["lo", "eth0"]
 
 
 @pytest.mark.parametrize("kind", [k for k in KINDS if k.values[0] == "ipvlan"])

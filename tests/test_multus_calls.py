@@ -94,11 +94,10 @@ def _seen(spydir: Path, command: str, spy: str) -> tuple[dict[str, Any], str]:
 @pytest.mark.parametrize("caps", [True, False], ids=["capabilities", "no-capabilities"])
 @pytest.mark.parametrize("tool_version", CLIENTS)
 def test_selection_with_mac_and_ips(
-    tool_version: tuple[Path, str], caps: bool, multus_topo: Topology, tmp_path: Path
+    tool_version: tuple[Path, str], caps: bool, topo: Topology, tmp_path: Path
 ) -> None:
     """A network selection with ``mac`` and ``ips`` (dual stack): CNI_ARGS always has them
     appended; runtimeConfig only where the plugin declares the capability."""
-    topo = multus_topo
     add_gateway(topo)
     client, version, spydir = _client(tool_version, topo, tmp_path)
     name = unique("mu")
@@ -128,11 +127,10 @@ def test_selection_with_mac_and_ips(
 
 @pytest.mark.parametrize("tool_version", CLIENTS)
 def test_cni_args_reach_every_plugin_and_the_ipam(
-    tool_version: tuple[Path, str], multus_topo: Topology, tmp_path: Path
+    tool_version: tuple[Path, str], topo: Topology, tmp_path: Path
 ) -> None:
     """The selection's ``cni-args``, copied by Multus into ``args.cni`` of each plugin:
     mh-ipam takes its ``ips``, mh-route its ``addroutes``, mh-sbr ignores both."""
-    topo = multus_topo
     add_gateway(topo)
     client, version, spydir = _client(tool_version, topo, tmp_path)
     name = unique("mu")

@@ -91,7 +91,7 @@ def test_a_retried_add_clears_its_own_leftover_first(topo: Topology, tmp_path: P
     proc = direct("macvlan", "ADD", topo, conf_, topo.pod.path)
     assert proc.returncode == 0, proc.stdout
     names = sorted(x["ifname"] for x in topo.pod.ipj("link", "show"))
-    assert names == ["lo", "net1"]
+    assert names == ["eth0", "lo", "net1"]
     assert direct("macvlan", "DEL", topo, conf_, topo.pod.path).returncode == 0
 
 
@@ -133,7 +133,7 @@ def test_add_killed_after_the_rename_can_be_retried(topo: Topology, tmp_path: Pa
     again = direct("macvlan", "ADD", topo, conf_, topo.pod.path)
     assert again.returncode == 0, again.stdout
     assert one_json(again.stdout)["ips"] == one_json(first.stdout)["ips"]
-    assert sorted(x["ifname"] for x in topo.pod.ipj("link", "show")) == ["lo", "net1"]
+    assert sorted(x["ifname"] for x in topo.pod.ipj("link", "show")) == ["eth0", "lo", "net1"]
     assert len(leases(tmp_path)) == 2  # dual stack: one v4 and one v6, not two of each
     assert direct("macvlan", "DEL", topo, conf_, topo.pod.path).returncode == 0
     assert leases(tmp_path) == []

@@ -89,6 +89,9 @@ def direct(
     return run_plugin("mh-route", env, doc)
 
 
+@pytest.mark.bare_pod(
+    "builds its own cluster eth0 (10.0.0.64/24, default via 10.0.0.1) to compare with"
+)
 def test_public_ipv4_set(topo: Topology, cnitool: Cnitool, tmp_path: Path) -> None:
     cluster_eth0(topo)
     before_eth0 = topo.pod.ipj("route", "show", "dev", "eth0")
@@ -133,6 +136,9 @@ def test_dual_stack_adds_the_ipv6_default(topo: Topology, cnitool: Cnitool, tmp_
     assert cnitool.run("del", net, topo.pod).returncode == 0
 
 
+@pytest.mark.bare_pod(
+    "builds its own cluster eth0 (10.0.0.64/24, default via 10.0.0.1) to compare with"
+)
 def test_default_route_moved_from_eth0_and_restored(
     topo: Topology, cnitool: Cnitool, tmp_path: Path
 ) -> None:
@@ -219,6 +225,9 @@ def test_bad_config_is_code_7(
     assert fragment in err["msg"] + err.get("details", "")
 
 
+@pytest.mark.bare_pod(
+    "builds its own cluster eth0 (10.0.0.64/24, default via 10.0.0.1) to compare with"
+)
 def test_args_cni_sets_route_override_keys(
     topo: Topology, cnitool: Cnitool, tmp_path: Path
 ) -> None:

@@ -70,12 +70,11 @@ def stripped(conflist: dict[str, Any]) -> dict[str, Any]:
 def test_stripped_del_releases_everything(
     tool_version: tuple[Path, str],
     cache: str,
-    multus_topo: Topology,
+    topo: Topology,
     default_dirs_network: str,
     tmp_path: Path,
 ) -> None:
     """``lost``: libcni has no cached result either, so DEL comes without prevResult."""
-    topo = multus_topo
     add_gateway(topo)
     tool, version = tool_version
     client = Cnitool(

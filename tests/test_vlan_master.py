@@ -52,4 +52,4 @@ def test_seed_on_a_real_vlan_sub_interface(
     topo.pod.exec("ping", "-6", "-c", "1", "-W", "3", GW6)
     assert cnitool.run("check", net, topo.pod).returncode == 0
     assert cnitool.run("del", net, topo.pod).returncode == 0
-    assert topo.pod.links() == ["lo"]
+    assert topo.pod.links() == ["lo", "eth0"]

@@ -25,6 +25,7 @@ import (
 
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/types"
+	"github.com/containernetworking/cni/pkg/version"
 )
 
 func usage() {
@@ -88,7 +89,7 @@ func gcArgs() *libcni.GCArgs {
 // versions asks every plugin of the list for its versions (as a runtime's
 // validation does) and prints {"<type>": {"cniVersion", "supportedVersions"}}.
 func versions(ctx context.Context, cni *libcni.CNIConfig, list *libcni.NetworkConfigList) {
-	out := map[string]interface{}{"libcniCurrent": "1.1.0"}
+	out := map[string]interface{}{"libcniCurrent": version.Current()}
 	for _, plugin := range list.Plugins {
 		info, err := cni.GetVersionInfo(ctx, plugin.Network.Type)
 		if err != nil {

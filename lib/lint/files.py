@@ -24,16 +24,21 @@ def _strip_raw_comments(raw: str) -> tuple[str, list[int]]:
     return "\n".join(lines), found
 
 
-def _parse(text: str, raw: str, src: Source, what: str) -> tuple[Any, list[str], list[Finding]]:
-    """The JSON document, its duplicate keys, or an error naming the line and the token."""
+def _parse(
+    text: str, raw: str, src: Source, what: str, text_line: int | None = None
+) -> tuple[Any, list[str], list[Finding]]:
+    """The JSON document, its duplicate keys, or an error naming the line and the token.
+
+    ``text_line``: the line of ``text``'s first line, when its lines are the source's
+    one for one (a file, a literal block scalar): the error's own line is then exact."""
     try:
         conf, duplicates = load_json(text)
     except ValueError as exc:
         pos = getattr(exc, "pos", 0) or 0
         token = text[pos : pos + 12].strip()
         line = src.line_of(token) if token and token in raw else src.first_line
-        if what == "file":
-            line = getattr(exc, "lineno", line)
+        if text_line is not None and hasattr(exc, "lineno"):
+            line = text_line + exc.lineno - 1
         near = f" near {token!r}" if token else ""
         return None, [], [Finding("error", line, f"{what} is not JSON{near}: {exc}")]
     except RecursionError:
@@ -46,7 +51,9 @@ def _config_findings(
     src: Source,
     namespace: str,
     cluster: list[Net],
+    *,
     uncomment: Callable[[str], str | None],
+    text_line: int | None,
 ) -> list[Finding]:
     """spec.config's findings; ``src.raw`` is its source, ``uncomment`` re-reads that
     source with the comments taken out (None: it cannot)."""
@@ -68,7 +75,7 @@ def _config_findings(
         if uncommented is None:
             return out
         text = uncommented
-    conf, duplicates, errors = _parse(text, raw, src, "spec.config")
+    conf, duplicates, errors = _parse(text, raw, src, "spec.config", text_line)
     if errors:
         return out + errors
     return out + check_config(
@@ -87,15 +94,22 @@ def _nad_findings(node: Any, namespace: str, cluster: list[Net]) -> list[Finding
 
     mark = node.start_mark
     raw = mark.buffer[mark.pointer : node.end_mark.pointer] if mark.buffer else node.value
+    literal = mark.line + 2 if node.style == "|" else None  # its text starts a line below
     return _config_findings(
-        str(node.value), Source(raw, mark.line + 1), namespace, cluster, uncomment
+        str(node.value),
+        Source(raw, mark.line + 1),
+        namespace,
+        cluster,
+        uncomment=uncomment,
+        text_line=literal,
     )
 
 
 def lint_config(text: str, namespace: str = "", cluster: list[Net] | None = None) -> list[Finding]:
     """A NAD's ``spec.config`` as the API server holds it (the string, after YAML), with
     the checks lint runs on a NAD file; line 1 is the string's first line."""
-    return _config_findings(text, Source(text, 1), namespace, cluster or [], lambda t: t)
+    src = Source(text, 1)
+    return _config_findings(text, src, namespace, cluster or [], uncomment=lambda t: t, text_line=1)
 
 
 def _mapping(node: Any) -> dict[str, Any]:
@@ -138,7 +152,7 @@ def lint_file(path: Path, cluster: list[Net] | None = None) -> list[Finding]:
         return [Finding("error", 1, f"not text: {exc}")]
     if path.suffix in (".conflist", ".conf", ".json"):
         src = Source(text, 1)
-        conf, duplicates, errors = _parse(text, text, src, "file")
+        conf, duplicates, errors = _parse(text, text, src, "file", 1)
         if errors:
             return errors
         return check_config(conf, src, cluster=cluster, duplicates=duplicates)

@@ -83,6 +83,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def _send(self, code: int, body: bytes, content_type: str = "application/json") -> None:
         self.send_response(code)
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -196,7 +198,8 @@ def parse_listen(listen: str) -> tuple[str, int]:
 
 def serve(listen: str, cert: str, key: str, limits: Limits | None = None) -> None:
     server = WebhookServer(parse_listen(listen), Certificates(cert, key), limits or Limits())
-    log.log(f"serving AdmissionReviews on {listen} (POST /validate)")
+    host, port = server.socket.getsockname()[:2]
+    log.log(f"serving AdmissionReviews on [{host}]:{port} (POST /validate)")
     try:
         server.serve_forever()
     finally:
