@@ -84,6 +84,8 @@ class StateWorld:
         _add_profile(self.etcd.endpoints, self.prefix)
         self.file_chain = crashrig.chain("macvlan", "eno1", self.data)
         self.etcd_chain = crashrig.chain("macvlan", "eno1", self.data, etcd=self.store)
+        # (a case that turns the store into a file store must not reach the default dataDir)
+        self.etcd_chain["plugins"][0]["ipam"]["dataDir"] = str(self.data / "ipam")
         self.bystanders = [("bystander-a", "net2"), ("bystander-e", "net3")]
         self.bystanders += [("bystander-b", "net1"), ("foreign", "eth0"), ("ghost", "net1")]
 
@@ -284,8 +286,11 @@ def run(summary: Any, seconds: float) -> None:
     """Seed the bystanders, then cases until ``seconds`` are up; figures into ``summary``."""
     import tempfile
 
+    from multihome.lib import log
+
     print(f"0. hostile input with bystanders, state compared after each case, {seconds:g} s")
     with tempfile.TemporaryDirectory(prefix="mhbystand") as tmp:
+        log.configure("multihome", str(Path(tmp) / "plugins.log"), to_stderr=False)
         world = StateWorld(Path(tmp))
         try:
             cases = Cases(world)
@@ -307,6 +312,7 @@ def run(summary: Any, seconds: float) -> None:
                 cases.run.delete(chain, cid, ifname, pod, None)
         finally:
             world.close()
+            log.configure("multihome")
     for failure in cases.run.failures:
         summary.fail(failure)
     summary.cases += cases.tried

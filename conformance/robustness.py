@@ -7,12 +7,16 @@ Sections, each bounded in time:
    exit, nothing changed (no link, no lease, no file outside the store);
 2. fuzzing of the config and argument parsers (hypothesis, seeded with the
    seeds' and examples' configs): never an internal error;
-3. kill -9 of plugins and of the daemon at random points of ADD, then DEL as a
-   runtime would: the namespace and the store end clean; a repeated ADD gets
-   the same address; GC after a simulated reboot frees exactly the dead leases;
-4. 100 pods adding and deleting at random: never one address twice (in the
-   store, or up in two pods' kernels at once), nothing leaked; a stuck lock
-   holder gives code 11 in bounded time;
+0. (robust_state.py) hostile input with bystanders: other owners' chains,
+   leases and state, compared after every case, each case its own owner;
+3. kill -9 of plugins and of the daemon at random points of ADD, then DEL, ADD
+   and DEL as a runtime would: the namespace and the store end clean; GC after
+   a simulated reboot frees exactly the dead leases;
+3b. (robust_chain.py) the chain killed at each of its named crash points, then
+   DEL, ADD, DEL: zero residue; 3c. the daemon killed mid-ADD/DEL/CHECK;
+4. pods adding and deleting at random, in-process threads: never one address
+   twice, nothing leaked; a stuck lock holder gives code 11 in bounded time;
+   4b. 50 pods at once through libcni, exec'd, with and without the daemon;
 5. a full disk, a read-only store, a missing master, a master that goes away;
 6. safe file modes, symlinks planted in the store not followed, no shell.
 
@@ -53,6 +57,10 @@ HAVE_IPVLAN = not kernel_lacks("ipvlan")  # (the tests' probe: make one, in a na
 class Summary:
     def __init__(self) -> None:
         self.cases = self.crashes = self.concurrent_ops = self.leaks = 0
+        # figures of conformance/robust_state.py and robust_chain.py, and of the random kills
+        self.bystander_cases = self.bystander_changes = self.dirty_failed_adds = 0
+        self.crash_points = self.crash_residue = self.daemon_deaths = self.storm_duplicates = 0
+        self.random_kills = self.random_partial = 0
         self.failures: list[str] = []
 
     def fail(self, what: str) -> None:
@@ -132,7 +140,9 @@ class World:
         files = sorted(
             str(p.relative_to(self.tmp))
             for p in self.tmp.rglob("*")
-            if p.is_file() and p.name != "lock" and not p.name.startswith("last_reserved_ip")
+            if p.is_file()
+            and p.name not in ("lock", "seen")  # (by-id/seen: the store's own bookkeeping)
+            and not p.name.startswith("last_reserved_ip")
         )
         return self.pod.links(), files
 
@@ -430,26 +440,35 @@ def run_crashes(world: World, summary: Summary, rounds: int) -> None:
     print(f"3. kill -9 during ADD, {rounds} times; a daemon too; GC after a reboot", flush=True)
     rng = random.Random(7)
     doc = world.conf("mh-macvlan")
+    # Aim the kills at the work, not the imports: into the later part of a whole ADD.
+    env = world.env("ADD", CNI_CONTAINERID="crashprobe")
+    took = time.monotonic()
+    run_to_end("mh-macvlan", env, doc, world.host)
+    took = time.monotonic() - took
+    run_to_end("mh-macvlan", {**env, "CNI_COMMAND": "DEL"}, doc, world.host)
     for i in range(rounds):
         env = world.env("ADD", CNI_CONTAINERID=f"crash{i}")
         proc = exec_plugin("mh-macvlan", env, doc, world.host)
-        time.sleep(rng.uniform(0.0, 0.35))
+        time.sleep(rng.uniform(0.5 * took, 1.05 * took))
         proc.kill()  # SIGKILL: no cleanup of any kind
         proc.wait()
         assert proc.stdout is not None
         proc.stdout.close()
         summary.crashes += 1
-        crashed = leases(world.data)
-        again = run_to_end("mh-macvlan", env, doc, world.host)
-        if again.returncode:
-            summary.fail(f"repeat ADD after a crash failed: {again.stdout[:200]!r}")
-        elif crashed:  # a repeated ADD keeps the crashed lease
-            got = json.loads(again.stdout)["ips"][0]["address"].split("/")[0]
-            if [got] != crashed:
-                summary.fail(f"repeat ADD after a crash got {got}, the crash leased {crashed}")
+        summary.random_kills += 1
+        summary.random_partial += bool(leases(world.data) or world.pod.links() != ["lo"])
+        # the runtime's path after a failed ADD: DEL, then ADD again, then (later) DEL
         delete = run_to_end("mh-macvlan", {**env, "CNI_COMMAND": "DEL"}, doc, world.host)
         if delete.returncode != 0:
             summary.fail(f"DEL after a crash failed (round {i})")
+        if world.pod.links() != ["lo"] or leases(world.data):
+            summary.leak(f"after crash + DEL: {world.pod.links()} {leases(world.data)}")
+        again = run_to_end("mh-macvlan", env, doc, world.host)
+        if again.returncode:
+            summary.fail(f"ADD again after a crash and DEL failed: {again.stdout[:200]!r}")
+        delete = run_to_end("mh-macvlan", {**env, "CNI_COMMAND": "DEL"}, doc, world.host)
+        if delete.returncode != 0:
+            summary.fail(f"the last DEL after a crash failed (round {i})")
         if world.pod.links() != ["lo"]:
             summary.leak(f"links after crash + DEL: {world.pod.links()}")
         if leases(world.data):
@@ -457,6 +476,11 @@ def run_crashes(world: World, summary: Summary, rounds: int) -> None:
     tmpdir = world.data / ".multihome" / "robust" / "tmp"
     if tmpdir.exists() and list(tmpdir.iterdir()):
         summary.leak(f"temporary files: {list(tmpdir.iterdir())}")
+    print(
+        f"   {summary.random_kills} random kills, {summary.random_partial} of them left "
+        "partial state before the runtime's DEL",
+        flush=True,
+    )
     run_daemon_crash(world, summary)
     run_reboot_gc(world, summary)
 
@@ -803,9 +827,11 @@ def run_security(world: World, summary: Summary) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--fuzz-seconds", type=float, default=30)
+    parser.add_argument("--fuzz-seconds", type=float, default=15)
     parser.add_argument("--crash-rounds", type=int, default=20)
-    parser.add_argument("--concurrency-seconds", type=float, default=30)
+    parser.add_argument("--concurrency-seconds", type=float, default=10)
+    parser.add_argument("--bystander-seconds", type=float, default=30)
+    parser.add_argument("--storm-pods", type=int, default=50)
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("robustness: run as root")
@@ -818,9 +844,14 @@ def main() -> int:
             from conformance import robust_etcd  # hostile etcd, short daemon requests
 
             robust_etcd.run(world, summary)  # first: it writes the etcd profiles used below
+            from conformance import robust_chain, robust_state  # issue 16's parts
+
+            robust_state.run(summary, args.bystander_seconds)
             run_bad_inputs(world, summary)
             run_fuzz(world, summary, args.fuzz_seconds)
             run_crashes(world, summary, args.crash_rounds)
+            kinds = ["macvlan", "ipvlan"] if HAVE_IPVLAN else ["macvlan"]
+            robust_chain.run(summary, kinds, args.storm_pods)
             run_concurrency(world, summary, args.concurrency_seconds)
             run_faults(world, summary)
             run_security(world, summary)
@@ -830,6 +861,15 @@ def main() -> int:
         f"robustness: {summary.cases} cases tried, {summary.crashes} crashes injected, "
         f"{summary.concurrent_ops} concurrent operations, {summary.leaks} leaks found, "
         f"{len(summary.failures)} failures, in {time.monotonic() - started:.0f} s"
+    )
+    print(
+        f"robustness: bystanders: {summary.bystander_cases} cases, "
+        f"{summary.bystander_changes} changed what they should not have, "
+        f"{summary.dirty_failed_adds} failed ADDs left state; crash points: "
+        f"{summary.crash_points} exercised, {summary.crash_residue} left residue after DEL; "
+        f"random kills: {summary.random_kills}, {summary.random_partial} left partial state "
+        f"before DEL; daemon deaths mid-request: {summary.daemon_deaths}; "
+        f"pods at once: {args.storm_pods} x 2 modes, {summary.storm_duplicates} duplicates"
     )
     return 1 if summary.failures else 0
 
