@@ -118,7 +118,7 @@ demo: bin cnitool
 	$(PY) conformance/demo.py
 
 # Malformed input, fuzzing, kill -9, concurrency and disk faults (see SECURITY.md).
-robustness: bin
+robustness: bin $(CNITOOL)
 	$(PY) conformance/robustness.py
 
 # Benchmarks print tables and write JSON reports under build/bench/.
