@@ -112,3 +112,17 @@ def test_fix_on_the_corpus_adds_no_error(tmp_path: Path) -> None:
         fix.fix_file(path)
         after = {f.message for f in lint.lint_file(path) if f.level == "error"}
         assert len(after) <= len(before), (source.name, before, after)  # (#40's old name goes)
+
+
+def test_a_key_in_another_case_gets_the_known_spelling(tmp_path: Path) -> None:
+    path = tmp_path / "net.conf"
+    path.write_text(
+        '{"cniVersion": "0.3.1", "name": "n", "type": "macvlan", "Master": "em2",\n'
+        ' "ipam": {"type": "host-local", "datadir": "/k8s/test",\n'
+        '  "ranges": [[{"subnet": "2.2.2.0/24"}]]}}\n'
+    )
+    done = [(f.line, f.message) for f in fix.fix_file(path)]
+    assert (1, "key Master -> master") in done and (2, "key datadir -> dataDir") in done
+    conf = json.loads(path.read_text())
+    assert conf["master"] == "em2" and conf["ipam"]["dataDir"] == "/k8s/test"
+    assert not [f for f in lint.lint_file(path) if "is read as" in f.message]

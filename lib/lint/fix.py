@@ -4,7 +4,8 @@
   -> ``mh-ipam``, ...; the 2019 ``route-overwrite`` -> ``mh-route``);
 - an IPAM ``routes`` list that pastes a public route set becomes the one entry that
   names it (``{"presets": ["public-ipv4", "default-ipv6"]}``); a list that nearly is
-  one is left alone, with the prefixes it gets wrong named.
+  one is left alone, with the prefixes it gets wrong named;
+- a key in another case than the known one (``datadir``) gets the known spelling.
 
 Edits are made on the text, value by value: comments, quoting, indentation and
 every other line stay as they were. Only a replaced route list is rewritten whole.
@@ -170,6 +171,49 @@ def _fix_types(raw: str, src: Source) -> tuple[str, list[Finding]]:
     return _TYPE.sub(swap, raw), notes
 
 
+def _case_pairs(conf: Any) -> dict[str, str]:
+    """Keys in another case than the one their plugin (or IPAM) knows: wrong -> right."""
+    from .checks import PLUGIN_KEYS, known_keys
+
+    keys = known_keys()
+    plugins = conf.get("plugins") if isinstance(conf, dict) and "plugins" in conf else [conf]
+    pairs: dict[str, str] = {}
+    for plugin in plugins if isinstance(plugins, list) else []:
+        if not isinstance(plugin, dict):
+            continue
+        ptype = str(plugin.get("type", ""))
+        ipam = plugin.get("ipam")
+        sections = [(plugin, keys.get(TYPES.get(ptype, ptype)), PLUGIN_KEYS)]
+        if isinstance(ipam, dict):
+            itype = str(ipam.get("type", ""))
+            sections.append((ipam, keys.get(f"ipam:{TYPES.get(itype, itype)}"), set()))
+        for section, known, extra in sections:
+            if known is None:
+                continue
+            lower = {k.lower(): k for k in known | extra}
+            for key in section:
+                right = lower.get(str(key).lower())
+                if right is not None and right != key:
+                    pairs[str(key)] = right
+    return pairs
+
+
+def _fix_key_case(raw: str, src: Source, conf: Any) -> tuple[str, list[Finding]]:
+    notes = []
+    comments = _commented(raw)
+    for wrong, right in _case_pairs(conf).items():
+        pattern = re.compile(rf'"{re.escape(wrong)}"(\s*:)')
+
+        def swap(match: re.Match[str], wrong: str = wrong, right: str = right) -> str:
+            if any(a <= match.start() < b for a, b in comments):
+                return match.group(0)
+            notes.append(Finding("fixed", src.line_of(match.group(0)), f"key {wrong} -> {right}"))
+            return f'"{right}"{match.group(1)}'
+
+        raw = pattern.sub(swap, raw)
+    return raw, notes
+
+
 def fix_config(raw: str, first_line: int) -> tuple[str, list[Finding]]:
     """One config's text, fixed; what was changed or left, by line."""
     src = Source(raw, first_line)
@@ -178,8 +222,9 @@ def fix_config(raw: str, first_line: int) -> tuple[str, list[Finding]]:
     except ValueError:
         return raw, []  # lint says why; nothing to fix safely
     raw, notes = _fix_routes(raw, src, conf)
-    raw, more = _fix_types(raw, Source(raw, first_line))
-    return raw, notes + more
+    raw, more = _fix_key_case(raw, Source(raw, first_line), conf)
+    raw, most = _fix_types(raw, Source(raw, first_line))
+    return raw, notes + more + most
 
 
 def _config_spans(text: str) -> list[tuple[int, int, int]]:
