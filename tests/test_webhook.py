@@ -123,7 +123,7 @@ class Webhook:
             conn.close()
 
 
-def start(tmp: Path, cert: Path, key: Path, ca: CA, *extra: str) -> Webhook:
+def start(tmp: Path, cert: Path, key: Path, cafile: Path, *extra: str) -> Webhook:
     log = tmp / "webhook.log"
     with log.open("wb") as stderr:
         proc = subprocess.Popen(
@@ -139,7 +139,7 @@ def start(tmp: Path, cert: Path, key: Path, ca: CA, *extra: str) -> Webhook:
             break
         time.sleep(0.05)
     assert found, log.read_text()
-    context = ssl.create_default_context(cafile=str(ca.cert))
+    context = ssl.create_default_context(cafile=str(cafile))
     return Webhook(proc, int(found.group(1)), context, log)
 
 
@@ -158,7 +158,7 @@ def ca(tmp_path_factory: pytest.TempPathFactory) -> CA:
 def webhook(tmp_path_factory: pytest.TempPathFactory, ca: CA) -> Iterator[Webhook]:
     tmp = tmp_path_factory.mktemp("webhook")
     ca.issue(tmp / "tls.crt", tmp / "tls.key")
-    hook = start(tmp, tmp / "tls.crt", tmp / "tls.key", ca)
+    hook = start(tmp, tmp / "tls.crt", tmp / "tls.key", ca.cert)
     yield hook
     stop(hook)
 
@@ -617,7 +617,7 @@ def served_serial(hook: Webhook) -> int:
 def test_certificate_is_reloaded_when_its_files_change(ca: CA, tmp_path: Path) -> None:
     cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
     first = ca.issue(cert, key)
-    hook = start(tmp_path, cert, key, ca)
+    hook = start(tmp_path, cert, key, ca.cert)
     try:
         assert served_serial(hook) == first
         second = ca.issue(cert, key)
@@ -646,3 +646,112 @@ def test_unreadable_certificate_fails_at_start(ca: CA, tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert proc.returncode == 1 and "multihome webhook:" in proc.stderr
+
+
+# ---- the manifest and the README's certificates ---------------------------------------
+
+MANIFEST = Path(__file__).resolve().parent.parent / "packaging" / "kubernetes" / "webhook.yaml"
+README = MANIFEST.parent.parent.parent / "README.md"
+
+
+def manifest() -> dict[str, dict[str, Any]]:
+    return {d["kind"]: d for d in yaml.safe_load_all(MANIFEST.read_text())}
+
+
+def test_manifest_runs_this_command_where_the_configuration_calls_it() -> None:
+    """(Kubernetes' schemas and checkov check it in tests/test_manifests.py.)"""
+    from multihome.lib import cli
+
+    found = manifest()
+    deployment, service = found["Deployment"], found["Service"]
+    assert deployment["spec"]["replicas"] == 2
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    ns = cli.build_parser().parse_args(container["args"])
+    assert ns.func.__name__ == "_cmd_webhook"
+    port = server.parse_listen(ns.listen)[1]
+    assert container["ports"] == [{"name": "https", "containerPort": port, "protocol": "TCP"}]
+    (mount,) = container["volumeMounts"]
+    assert {Path(ns.cert), Path(ns.key)} == {
+        Path(mount["mountPath"]) / n for n in ("tls.crt", "tls.key")
+    }
+    (volume,) = pod["volumes"]
+    assert volume["secret"]["secretName"] == "multihome-webhook-tls"
+    for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
+        assert container[probe]["httpGet"] == {"scheme": "HTTPS", "path": path, "port": "https"}
+    assert service["spec"]["ports"][0]["targetPort"] == "https"
+    assert found["NetworkPolicy"]["spec"]["ingress"] == [
+        {"ports": [{"port": port, "protocol": "TCP"}]}
+    ]
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    for kind in ("Service", "NetworkPolicy", "PodDisruptionBudget"):
+        selector = found[kind]["spec"].get("selector") or found[kind]["spec"]["podSelector"]
+        assert selector.get("matchLabels", selector).items() <= labels.items(), kind
+
+
+def test_configuration_sends_nads_and_annotated_pods_and_ignores_failures() -> None:
+    found = manifest()
+    service = found["Service"]["metadata"]
+    nads, pods = found["ValidatingWebhookConfiguration"]["webhooks"]
+    for hook in (nads, pods):
+        assert hook["failurePolicy"] == "Ignore"
+        assert hook["admissionReviewVersions"] == ["v1"] and hook["sideEffects"] == "None"
+        assert hook["clientConfig"]["service"] == {
+            "namespace": service["namespace"], "name": service["name"], "path": "/validate",
+            "port": found["Service"]["spec"]["ports"][0]["port"],
+        }  # fmt: skip
+        # the review is decided (or allowed unchecked) before the API server gives up
+        assert hook["timeoutSeconds"] > server.Limits().review_seconds
+    (rule,) = nads["rules"]
+    assert (rule["apiGroups"], rule["apiVersions"]) == ([review.NAD_GROUP], ["v1"])
+    assert rule["resources"] == ["network-attachment-definitions"]
+    assert rule["operations"] == ["CREATE", "UPDATE"]
+    (rule,) = pods["rules"]
+    assert (rule["apiGroups"], rule["resources"], rule["operations"]) == (
+        [""],
+        ["pods"],
+        ["CREATE"],
+    )
+    (condition,) = pods["matchConditions"]
+    assert condition["expression"] == (
+        f"has(object.metadata.annotations) && '{NETWORKS}' in object.metadata.annotations"
+    )
+    assert NETWORKS == lint.pods.NETWORKS
+    injected = found["ValidatingWebhookConfiguration"]["metadata"]["annotations"]
+    assert injected["cert-manager.io/inject-ca-from"] == "kube-system/multihome-webhook"
+
+
+def readme_block(after: str, language: str) -> str:
+    text = README.read_text()
+    start = text.index(f"```{language}\n", text.index(after)) + len(language) + 4
+    return text[start : text.index("```", start)]
+
+
+SERVICE_NAME = "multihome-webhook.kube-system.svc"
+
+
+def test_readme_cert_manager_certificate_names_the_secret_and_the_service() -> None:
+    issuer, certificate = yaml.safe_load_all(readme_block("**With cert-manager**", "yaml"))
+    spec = certificate["spec"]
+    assert spec["secretName"] == "multihome-webhook-tls"
+    assert spec["dnsNames"] == [SERVICE_NAME]
+    assert spec["issuerRef"] == {"name": issuer["metadata"]["name"], "kind": issuer["kind"]}
+    where = f"{certificate['metadata']['namespace']}/{certificate['metadata']['name']}"
+    annotations = manifest()["ValidatingWebhookConfiguration"]["metadata"]["annotations"]
+    assert annotations["cert-manager.io/inject-ca-from"] == where
+
+
+def test_readme_openssl_recipe_gives_a_certificate_the_api_server_accepts(tmp_path: Path) -> None:
+    """The recipe's openssl steps as written; the webhook serves the result, and a client
+    that trusts ca.crt and asks for the Service's name (as the API server does) connects."""
+    script = readme_block("**With openssl**", "sh").split("kubectl")[0]
+    subprocess.run(["sh", "-ec", script], cwd=tmp_path, check=True, capture_output=True)
+    hook = start(tmp_path, tmp_path / "tls.crt", tmp_path / "tls.key", tmp_path / "ca.crt")
+    try:
+        with (
+            socket.create_connection(("127.0.0.1", hook.port), timeout=30) as plain,
+            hook.context.wrap_socket(plain, server_hostname=SERVICE_NAME) as tls,
+        ):
+            assert ("DNS", SERVICE_NAME) in tls.getpeercert()["subjectAltName"]
+    finally:
+        stop(hook)
