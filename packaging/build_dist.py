@@ -29,7 +29,6 @@ EXCLUDE = [
     "pdb",
     "sqlite3",
     "xmlrpc",
-    "http.server",
     "multiprocessing",
     "asyncio",
     "pyroute2",
