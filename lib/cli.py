@@ -112,7 +112,7 @@ def _cmd_webhook(ns: argparse.Namespace) -> int:
     log.configure("multihome-webhook")
     limits = server.Limits(max_body=ns.max_body, review_seconds=ns.review_timeout)
     try:
-        server.serve(ns.listen, ns.cert, ns.key, limits)
+        server.serve(ns.listen, ns.cert, ns.key, limits, ns.drain)
     except (OSError, ValueError) as exc:  # an unreadable pair, a port in use
         print(f"multihome webhook: {exc}", file=sys.stderr)
         return 1
@@ -172,6 +172,13 @@ def _add_webhook(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         default=3.0,
         metavar="SECONDS",
         help="a review not decided by then is allowed, with a warning (default 3)",
+    )
+    hook.add_argument(
+        "--drain",
+        type=float,
+        default=3.0,
+        metavar="SECONDS",
+        help="on SIGTERM, /readyz fails and reviews are answered this long more (default 3)",
     )
     hook.set_defaults(func=_cmd_webhook)
 

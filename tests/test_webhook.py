@@ -123,12 +123,12 @@ class Webhook:
             conn.close()
 
 
-def start(tmp: Path, cert: Path, key: Path, cafile: Path, *extra: str) -> Webhook:
+def start(tmp: Path, cert: Path, key: Path, cafile: Path, drain: str = "0.2") -> Webhook:
     log = tmp / "webhook.log"
     with log.open("wb") as stderr:
         proc = subprocess.Popen(
             [str(CNIBIN / "multihome"), "webhook", "--cert", str(cert), "--key", str(key),
-             "--listen", "127.0.0.1:0", *extra],
+             "--listen", "127.0.0.1:0", "--drain", drain],
             stdout=subprocess.DEVNULL,
             stderr=stderr,
             env={**os.environ, "MULTIHOME_ETCD_CONF": str(tmp / "no-etcd.conf")},
@@ -635,6 +635,28 @@ def test_certificate_is_reloaded_when_its_files_change(ca: CA, tmp_path: Path) -
         assert hook.review(pod_review({NETWORKS: "a"}))["allowed"]
     finally:
         stop(hook)
+
+
+def test_sigterm_fails_readiness_then_answers_then_exits(ca: CA, tmp_path: Path) -> None:
+    ca.issue(tmp_path / "tls.crt", tmp_path / "tls.key")
+    hook = start(tmp_path, tmp_path / "tls.crt", tmp_path / "tls.key", ca.cert, drain="5")
+    conn = hook.connect()
+    conn.request("GET", "/readyz")
+    assert conn.getresponse().read() == b"ok\n"
+    hook.proc.send_signal(signal.SIGTERM)
+    for _ in range(200):  # the signal is handled between two polls of the server loop
+        conn.request("GET", "/readyz")
+        reply = conn.getresponse()
+        reply.read()
+        if reply.status == 503:
+            break
+        time.sleep(0.05)
+    conn.close()
+    assert reply.status == 503
+    assert hook.review(pod_review({NETWORKS: "Bad!"}))["allowed"] is False
+    assert hook.healthy()
+    assert hook.proc.wait(timeout=60) == 0
+    assert "SIGTERM: not ready" in hook.log.read_text()
 
 
 def test_unreadable_certificate_fails_at_start(ca: CA, tmp_path: Path) -> None:

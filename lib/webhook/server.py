@@ -2,7 +2,8 @@
 
 - ``POST /validate``: an AdmissionReview, answered with the request's uid; a body
   that is not one gets 400, one over the limit 413, and neither crashes anything.
-- ``GET /healthz`` and ``/readyz``: 200 while the server runs.
+- ``GET /healthz`` and ``/readyz``: 200 while the server runs; after SIGTERM,
+  /readyz answers 503 while reviews are still answered for a few seconds.
 - The TLS context is rebuilt when the certificate or key file changes (checked at
   each new connection; a pair that does not load yet, half-written, keeps the old).
 - Each review runs in a bounded pool with a deadline: one past it is allowed with
@@ -16,6 +17,7 @@ import os
 import socket
 import ssl
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -95,7 +97,9 @@ class Handler(BaseHTTPRequestHandler):
         self._send(code, f"{why}\n".encode(), "text/plain; charset=utf-8")
 
     def do_GET(self) -> None:
-        if self.path in ("/healthz", "/readyz"):
+        if self.path == "/readyz" and self.server.draining.is_set():
+            self._send(503, b"stopping\n", "text/plain; charset=utf-8")
+        elif self.path in ("/healthz", "/readyz"):
             self._send(200, b"ok\n", "text/plain; charset=utf-8")
         else:
             self._refuse(404, "not found: GET /healthz, /readyz; POST /validate")
@@ -129,6 +133,7 @@ class WebhookServer(ThreadingHTTPServer):
         self.certificates = certificates
         self.limits = limits
         self.pool = ThreadPoolExecutor(limits.workers, thread_name_prefix="review")
+        self.draining = threading.Event()
         self._slots = threading.BoundedSemaphore(limits.connections)
         host = address[0]
         self._dual = not host and socket.has_dualstack_ipv6()
@@ -196,9 +201,30 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return host or "", int(port or DEFAULT_PORT)
 
 
-def serve(listen: str, cert: str, key: str, limits: Limits | None = None) -> None:
+def _drain_then_stop(server: WebhookServer, drain: float) -> None:
+    """On SIGTERM: /readyz fails at once, so the Service stops sending; reviews already
+    on their way are answered for ``drain`` seconds, then the server stops."""
+    import signal
+
+    def stop() -> None:
+        time.sleep(drain)
+        server.shutdown()
+
+    def on_term(*_: object) -> None:
+        if not server.draining.is_set():
+            server.draining.set()
+            log.log(f"SIGTERM: not ready; answering for {drain} s more")
+            threading.Thread(target=stop, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, on_term)
+
+
+def serve(
+    listen: str, cert: str, key: str, limits: Limits | None = None, drain: float = 3.0
+) -> None:
     server = WebhookServer(parse_listen(listen), Certificates(cert, key), limits or Limits())
     host, port = server.socket.getsockname()[:2]
+    _drain_then_stop(server, drain)
     log.log(f"serving AdmissionReviews on [{host}]:{port} (POST /validate)")
     try:
         server.serve_forever()
