@@ -18,7 +18,7 @@ GOPATH_DEB := /usr/share/gocode
 PYTEST_ARGS ?=
 APT_PACKAGES := containernetworking-plugins golang-go golang-github-appc-cni-dev iproute2 \
 	iputils-ping python3-venv python3-dev podman runc busybox-static binutils \
-	etcd-server etcd-client openssl debootstrap
+	etcd-server etcd-client openssl debootstrap patch
 
 .PHONY: all deps venv bin cnitool test test-vm dist test-dist lint demo bench robustness clean
 
