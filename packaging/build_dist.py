@@ -86,6 +86,17 @@ def glibc_needed(app: Path) -> tuple[int, int]:
     return newest
 
 
+def check_floor(app: Path) -> tuple[int, int]:
+    """The glibc the bundle needs; exits (make dist fails) when that is above the floor."""
+    glibc = glibc_needed(app)
+    if glibc > GLIBC_FLOOR:
+        sys.exit(
+            f"build_dist: the bundle needs glibc {glibc[0]}.{glibc[1]}, more than the "
+            f"declared floor {GLIBC_FLOOR[0]}.{GLIBC_FLOOR[1]}"
+        )
+    return glibc
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--dist", type=Path, default=ROOT / "dist")
@@ -121,12 +132,7 @@ def main() -> int:
     )
 
     app = bundle_dir / "multihome"
-    glibc = glibc_needed(app)
-    if glibc > GLIBC_FLOOR:
-        sys.exit(
-            f"build_dist: the bundle needs glibc {glibc[0]}.{glibc[1]}, more than the "
-            f"declared floor {GLIBC_FLOOR[0]}.{GLIBC_FLOOR[1]}"
-        )
+    glibc = check_floor(app)
     (app / "MANIFEST").write_text(
         f"multihome {buildinfo.VERSION}\n{tree_hash(app)}\nglibc {glibc[0]}.{glibc[1]}\n"
     )

@@ -12,6 +12,7 @@ root is ever executed from the host. Kernel state is read from the host with
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -20,6 +21,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -115,6 +117,30 @@ class NodeDaemon:
             self.proc.send_signal(signal.SIGTERM)
             self.proc.wait(timeout=10)
         self._fh.close()
+
+
+def load_build_dist() -> Any:
+    spec = importlib.util.spec_from_file_location(
+        "build_dist", ROOT / "packaging" / "build_dist.py"
+    )
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_bundle_needs_at_most_glibc_2_31() -> None:
+    floor = (DIST / "bundle" / "multihome" / "MANIFEST").read_text().splitlines()[2].split()[1]
+    assert tuple(int(n) for n in floor.split(".")) <= (2, 31)
+    assert load_build_dist().GLIBC_FLOOR == (2, 31)
+
+
+def test_make_dist_refuses_a_file_that_needs_more(tmp_path: Path) -> None:
+    app = tmp_path / "multihome"
+    app.mkdir()
+    shutil.copy2("/usr/bin/ls", app / "multihome")  # Debian 12's: GLIBC_2.34 symbols
+    with pytest.raises(SystemExit, match=r"more than the declared floor 2\.31"):
+        load_build_dist().check_floor(app)
 
 
 def test_the_node_has_glibc_2_31(node: Node) -> None:
