@@ -195,6 +195,7 @@ class Node:
     def stop(self, kill: bool = False) -> None:
         if kill:
             self.podman("kill", "--signal", "KILL", self.name, check=False)
+            self.podman("wait", self.name, check=False)  # gone before the next call
         else:
             self.podman("stop", "--time", "30", self.name, check=False)
 
