@@ -7,9 +7,10 @@
   (runc, cgroupfs, vfs: what this kind of machine needs), which imports that
   root as a local base image and builds packaging/Containerfile on it.
 - ``Node``: a throwaway "node root" (its opt/cni/bin, run/multihome,
-  var/lib/cni) and the DaemonSet's two containers run on it with podman:
-  the installer init step, then the daemon with host network and the same
-  privileges as packaging/kubernetes/daemonset.yaml.
+  var/lib/cni, etc/multihome) and the DaemonSet's two containers run on it
+  with podman, as packaging/kubernetes/daemonset.yaml says (args, host
+  network, securityContext, mounts, probes: read from the manifest): the
+  installer init step, then the daemon; and uninstall.yaml's container.
 
 Used by tests/test_deploy.py (make test-dist) and conformance/bench.py.
 """
@@ -22,6 +23,9 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("MULTIHOME_BASE_CACHE", "/var/cache/multihome-dev"))
@@ -32,9 +36,7 @@ KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 BASE_TAG = f"localhost/multihome-base:{SUITE}"
 IMAGE = "localhost/multihome:test"
 SOURCES = Path("/etc/apt/sources.list.d/debian.sources")
-# as in packaging/kubernetes/daemonset.yaml: the installer gets these, the daemon
-# is privileged (NET_ADMIN + SYS_ADMIN alone fail on the read-only /proc/sys)
-INSTALL_CAPS = ("DAC_OVERRIDE", "CHOWN", "FOWNER")
+KUBE = ROOT / "packaging" / "kubernetes"
 PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -138,8 +140,33 @@ runroot = "{base / "run"}"
         shutil.rmtree(self.base, ignore_errors=True)
 
 
+def pod_spec(manifest: str) -> dict[str, Any]:
+    """The pod template of a DaemonSet in packaging/kubernetes/."""
+    doc = yaml.safe_load((KUBE / manifest).read_text())
+    spec: dict[str, Any] = doc["spec"]["template"]["spec"]
+    return spec
+
+
+def security_flags(container: dict[str, Any]) -> list[str]:
+    """podman's form of a container's securityContext."""
+    ctx = container.get("securityContext", {})
+    flags = ["--user", str(ctx["runAsUser"])] if "runAsUser" in ctx else []
+    if ctx.get("readOnlyRootFilesystem"):
+        flags.append("--read-only")
+    if ctx.get("privileged"):
+        flags.append("--privileged")
+    caps = ctx.get("capabilities", {})
+    flags += [f"--cap-drop={c}" for c in caps.get("drop", [])]
+    flags += [f"--cap-add={c}" for c in caps.get("add", [])]
+    return flags
+
+
 class Node:
-    """A throwaway node root and the DaemonSet's containers run on it, as a kubelet would."""
+    """A throwaway node root and the DaemonSet's containers run on it, as a kubelet would.
+
+    Args, securityContext, hostPath and emptyDir mounts and probes are read from
+    the manifests; each hostPath is the same path under the node root.
+    """
 
     def __init__(self, podman: Podman, root: Path, image: str = IMAGE) -> None:
         self.podman = podman
@@ -152,15 +179,29 @@ class Node:
             path.mkdir(parents=True, exist_ok=True)
         self.sock = self.run_dir / "multihome.sock"
         self.name = f"mh-daemon-{os.getpid()}-{time.monotonic_ns() % 100000}"
+        self.spec = pod_spec("daemonset.yaml")
+        (self.daemon,) = self.spec["containers"]
+
+    def _run_flags(self, spec: dict[str, Any], container: dict[str, Any]) -> list[str]:
+        flags = ["--network=host"] if spec.get("hostNetwork") else ["--network=none"]
+        flags += security_flags(container)
+        volumes = {v["name"]: v for v in spec["volumes"]}
+        for mount in container["volumeMounts"]:
+            volume = volumes[mount["name"]]
+            if "hostPath" in volume:
+                source = self.root / volume["hostPath"]["path"].lstrip("/")
+            else:  # an emptyDir
+                source = self.root / "pods" / self.name / mount["name"]
+            source.mkdir(parents=True, exist_ok=True)
+            mode = ":ro" if mount.get("readOnly") else ""
+            flags += ["-v", f"{source}:{mount['mountPath']}{mode}"]
+        return flags
 
     def install(self) -> None:
         """The init container: ``multihome install`` into the node's opt/cni/bin."""
-        caps = [f"--cap-add={c}" for c in INSTALL_CAPS]
-        self.podman(
-            "run", "--rm", "--network=host", "--read-only", "--cap-drop=ALL", *caps,
-            "-v", f"{self.cni_bin}:/host/opt/cni/bin",
-            self.image, "install", "--dest", "/host/opt/cni/bin",
-        )  # fmt: skip
+        (init,) = self.spec["initContainers"]
+        flags = self._run_flags(self.spec, init)
+        self.podman("run", "--rm", *flags, self.image, *init["args"])
 
     def start(self, timeout: float = 60.0) -> None:
         """The daemon container, host network, the socket and /var/lib/cni from the node.
@@ -169,15 +210,10 @@ class Node:
         (a real node's are the same inside and out): a config's data directory
         and the runtime's CNI_PATH then name the same files on both sides.
         """
-        self.podman(
-            "run", "-d", "--name", self.name, "--network=host", "--read-only", "--privileged",
-            "-v", f"{self.run_dir}:/run/multihome",
-            "-v", f"{self.state}:/var/lib/cni",
-            "-v", f"{self.state}:{self.state}",
-            "-v", f"{self.cni_bin}:/opt/cni/bin:ro",
-            "-v", f"{self.cni_bin}:{self.cni_bin}:ro",
-            self.image, "daemon",
-        )  # fmt: skip
+        flags = self._run_flags(self.spec, self.daemon)
+        same = [f"{self.state}:{self.state}", f"{self.cni_bin}:{self.cni_bin}:ro"]
+        flags += [arg for path in same for arg in ("-v", path)]
+        self.podman("run", "-d", "--name", self.name, *flags, self.image, *self.daemon["args"])
         deadline = time.monotonic() + timeout
         while not self.ready():
             if time.monotonic() > deadline:
@@ -186,7 +222,25 @@ class Node:
 
     def ready(self) -> bool:
         """The readiness probe, exactly as the DaemonSet runs it (in the container)."""
-        return self.podman("exec", self.name, "multihome", "probe", check=False).returncode == 0
+        command = self.daemon["readinessProbe"]["exec"]["command"]
+        return self.podman("exec", self.name, *command, check=False).returncode == 0
+
+    def uninstall(self, polls: int = 300) -> None:
+        """packaging/kubernetes/uninstall.yaml's container, until its readiness probe passes."""
+        spec = pod_spec("uninstall.yaml")
+        (container,) = spec["containers"]
+        name = f"{self.name}-uninstall"
+        flags = self._run_flags(spec, container)
+        self.podman("run", "-d", "--name", name, *flags, self.image, *container["args"])
+        try:
+            probe = container["readinessProbe"]["exec"]["command"]
+            for _ in range(polls):
+                if self.podman("exec", name, *probe, check=False).returncode == 0:
+                    return
+                time.sleep(0.2)
+            raise RuntimeError("the uninstaller never got ready")
+        finally:
+            self.podman("rm", "--force", "--time", "0", name, check=False)
 
     def logs(self) -> str:
         proc = self.podman("logs", self.name, check=False)
@@ -197,7 +251,8 @@ class Node:
             self.podman("kill", "--signal", "KILL", self.name, check=False)
             self.podman("wait", self.name, check=False)  # gone before the next call
         else:
-            self.podman("stop", "--time", "30", self.name, check=False)
+            grace = str(self.spec["terminationGracePeriodSeconds"])
+            self.podman("stop", "--time", grace, self.name, check=False)
 
     def remove(self) -> None:
         self.podman("rm", "--force", "--time", "0", self.name, check=False)

@@ -8,7 +8,9 @@ network, privileged (NET_ADMIN + SYS_ADMIN alone fail on the read-only
 and opt/cni/bin bound in. On the host, libcni (build/cnitool) drives the installed
 mh-* shims from that opt/cni/bin, as a runtime under Multus would: the chain
 is served by the daemon in the container; killed, the shims run the plugins
-themselves; started again, it serves again. Everything is removed at the end.
+themselves; started again, it serves again; stopped, it removes its socket.
+uninstall.yaml's container then empties opt/cni/bin. Everything is removed at
+the end. Args, privileges, mounts and probes come from the manifests.
 """
 
 from __future__ import annotations
@@ -205,3 +207,8 @@ def test_one_node_as_the_daemonset_runs_it(
     assert "every call finished" in node.logs() and not node.sock.exists()
     leases = node.state / "networks" / "deployed"
     assert sorted(p.name for p in leases.iterdir() if not p.name.startswith(("lock", "last"))) == []
+
+    # 5. uninstall.yaml's container leaves the node's opt/cni/bin as it found it (empty)
+    node.remove()
+    node.uninstall()
+    assert sorted(os.listdir(node.cni_bin)) == []
