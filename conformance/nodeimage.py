@@ -84,6 +84,8 @@ class Podman:
 [containers]
 netns = "none"
 default_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]
+[network]
+network_config_dir = "{base / "net.d"}"
 [engine]
 runtime = "runc"
 cgroup_manager = "cgroupfs"
