@@ -9,13 +9,14 @@ Before any case, other owners get state a careless plugin could touch:
   lease, and mh-route state of a ``ghost`` owner whose pod is elsewhere.
 
 Every case has a container ID of its own and is one of: an ADD of the whole
-chain with one plugin's config mutated (then the runtime's DEL of the chain,
-as after a failed ADD); a DEL, CHECK, STATUS or GC with a mutated config;
-a GC whose attachment list holds the bystanders plus mutated entries. After
-each case, and after each failed plugin of an ADD, the pods' addresses, routes
-(all tables) and rules and the host's links are read with ``ip -j``, every file
-under the store and state directories with its contents, and every etcd key of
-the network; anything that differs from the state before is counted.
+chain with one plugin's config mutated, hostile or (a third of the time) a
+change a pod may well make (then the runtime's DEL of the chain); a DEL,
+CHECK, STATUS or GC with a mutated config; a GC whose attachment list holds
+the bystanders plus mutated entries. After each case, and after each failed
+plugin of an ADD, the pods' addresses, routes (all tables) and rules and the
+host's links are read with ``ip -j``, every file under the store and state
+directories with its contents, and every etcd key of the network; anything
+that differs from the state before is counted.
 """
 
 from __future__ import annotations
@@ -55,6 +56,18 @@ HOSTILE: list[Any] = [
     [[{"subnet": "203.0.113.0/24"}]],
     [[{"subnet": "203.0.113.0/24", "rangeStart": "203.0.113.250"}]],
     {"type": "etcd", "profile": "absent"},
+]
+# Changes a pod may well make: the ADD succeeds, so its DEL has real state to remove.
+VALID: list[tuple[str, str, Any]] = [
+    ("mh-macvlan", "mode", "private"),
+    ("mh-macvlan", "mode", "vepa"),
+    ("mh-macvlan", "mtu", 1400),
+    ("mh-ipam", "routes", [{"dst": "198.18.0.0/15"}, {"dst": "10.244.0.0/16"}]),
+    ("mh-route", "addroutes", [{"dst": "198.18.0.0/15", "gw": "203.0.113.1", "table": 300}]),
+    ("mh-route", "flushroutes", True),
+    ("mh-route", "delroutes", [{"dst": "0.0.0.0/0"}]),
+    ("mh-sbr", "table", 150),
+    ("mh-sbr", "addSourceHints", True),
 ]
 KEYS = {
     "mh-macvlan": ["master", "mode", "mtu", "mac", "ipam", "linkInContainer", "bcqueuelen"],
@@ -220,6 +233,14 @@ class ChainRunner:
 def mutate(rng: random.Random, conflist: dict[str, Any]) -> tuple[dict[str, Any], str]:
     """One hostile change to one plugin of a copy of ``conflist``; and what it was."""
     doc = json.loads(json.dumps(conflist))
+    if rng.random() < 0.3:
+        kind, key, value = rng.choice(VALID)
+        if kind == "mh-ipam":
+            target = doc["plugins"][0]["ipam"]
+        else:
+            target = next(p for p in doc["plugins"] if p["type"] == kind)
+        target[key] = value
+        return doc, f"(valid) {kind}.{key}={json.dumps(value)[:40]}"
     i = rng.randrange(len(doc["plugins"]))
     target = doc["plugins"][i]
     kind = target["type"]
