@@ -360,8 +360,9 @@ class DaemonFigures:
 
 
 class DaemonDeaths:
-    """The daemon dies at a crash point after the link exists, during ADD, DEL and CHECK:
-    ADD gives code 11 (the runtime DELs and retries); DEL and CHECK re-run in the shim."""
+    """The daemon dies at a crash point after the link exists, during ADD, DEL, CHECK, GC
+    and STATUS: ADD gives code 11 (the runtime DELs and retries); the others re-run in
+    the shim."""
 
     def __init__(self, world: World, conflist: dict[str, Any], scratch: Path) -> None:
         first = conflist["plugins"][0]
@@ -421,14 +422,17 @@ class DaemonDeaths:
             result = self._expect(self._run("ADD", cid, dying), f"{what}: ADD")
             if result is None:
                 return
-            extra = {"prevResult": result} if result else {}
+            extra: dict[str, Any] = {"prevResult": result} if result else {}
+            if command in ("GC", "STATUS"):  # (spec 1.1 commands; GC frees this pod's lease)
+                extra = {"cniVersion": "1.1.0", "cni.dev/valid-attachments": []}
             proc = self._run(command, cid, dying, **extra)
             self.figures.deaths += 1
             if not dying.died_at(point):
                 self.figures.failures.append(f"{what}: it did not die there")
             self._expect(proc, f"{what}: {command} re-run in the shim")
             if command != "DEL":
-                self._expect(self._run("DEL", cid, dying, **extra), f"{what}: DEL")
+                prev = {"prevResult": result} if command == "CHECK" else {}
+                self._expect(self._run("DEL", cid, dying, **prev), f"{what}: DEL")
         finally:
             dying.stop()
         self._settled(baseline, what)
@@ -439,4 +443,6 @@ class DaemonDeaths:
         self.during_add("link.ipam-done", baseline)
         self.during("DEL", "link.deleted", baseline)
         self.during("CHECK", "link.checked", baseline)
+        self.during("GC", "ipam.gc-released", baseline)
+        self.during("STATUS", "link.status", baseline)
         return self.figures

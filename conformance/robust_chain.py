@@ -94,7 +94,7 @@ def _daemon(summary: Any) -> None:
     summary.daemon_deaths = figures.deaths
     print(
         f"   the daemon killed mid-request {figures.deaths} times (2 ADD: code 11, then DEL "
-        f"and retry clean; DEL and CHECK: re-run in the shim): "
+        f"and retry clean; DEL, CHECK, GC, STATUS: re-run in the shim): "
         f"{len(figures.failures)} failures",
         flush=True,
     )

@@ -15,6 +15,7 @@ import ipaddress
 import os
 from collections.abc import Iterator
 
+from multihome.lib import crashpoint
 from multihome.lib.errors import INVALID_CONFIG, IO_FAILURE, CNIError
 from multihome.lib.log import log
 from multihome.lib.request import Request
@@ -147,6 +148,7 @@ class HostLocal:
                     holders.add(owner)
                     continue
                 store.release(ip, owner)
+                crashpoint.here("ipam.gc-released")
                 log(f"GC released {ip} of {owner[0]}/{owner[1]}")
             store.sweep_private(holders)
 

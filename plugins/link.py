@@ -373,6 +373,7 @@ class LinkPlugin:
 
     def status(self, req: Request) -> None:
         conf = self.load(req)
+        crashpoint.here("link.status")  # (STATUS changes nothing: for a daemon's death)
         if conf.master and not conf.link_in_container:
             with rtnl.Rtnl() as host:
                 if host.link(conf.master) is None:
