@@ -49,9 +49,7 @@ def macvlan_chain(
     }
 
 
-def ipvlan_chain(
-    name: str, master: str, *, statedir: Path, version: str = "1.1.0"
-) -> dict[str, Any]:
+def ipvlan_chain(name: str, master: str, *, version: str = "1.1.0") -> dict[str, Any]:
     """mh-ipvlan + mh-static (dual stack, gateways) + mh-sbr."""
     static = {
         "type": "mh-static",
