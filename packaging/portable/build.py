@@ -24,7 +24,6 @@ and is redone only when they change. Runs as root (debootstrap, chroot, mount).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import importlib.metadata
 import os
@@ -35,7 +34,6 @@ import sys
 import tarfile
 import time
 import tomllib
-from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -154,7 +152,7 @@ def digest(*parts: str) -> str:
 
 
 def remove_tree(path: Path) -> None:
-    """rmtree, refusing a tree with anything mounted in it (a bound checkout or /dev)."""
+    """rmtree, refusing a tree with anything mounted in it (a bound checkout, say)."""
     mounts = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
     inside = [m for m in mounts if m == str(path) or m.startswith(f"{path}/")]
     if inside:
@@ -224,30 +222,17 @@ def fetch_python_source(uri: str) -> list[Path]:
     return files
 
 
-@contextlib.contextmanager
-def mounted(root: Path) -> Iterator[None]:
-    """/proc, /dev and the checkout (at its own path) inside the root, for one build."""
-    points = [
-        (Path("/proc"), root / "proc"),
-        (Path("/dev"), root / "dev"),
-        (ROOT, root / str(ROOT)[1:]),
-    ]
-    done: list[Path] = []
-    try:
-        for source, target in points:
-            target.mkdir(parents=True, exist_ok=True)
-            run("mount", "--bind", str(source), str(target))
-            done.append(target)
-            run("mount", "--make-private", str(target))
-        shutil.copy2("/etc/resolv.conf", root / "etc" / "resolv.conf")
-        yield
-    finally:
-        for target in reversed(done):
-            subprocess.run(["umount", "-l", str(target)], check=False)
+# In a mount namespace of its own (the mounts vanish with it, even on a kill): /proc,
+# /dev and the checkout, at its own path, inside the root; then chroot.
+ENTER = (
+    'r=$1 src=$2; shift 2; mount --rbind /proc "$r/proc"; mount --rbind /dev "$r/dev"; '
+    'mkdir -p "$r$src"; mount --bind "$src" "$r$src"; exec chroot "$r" "$@"'
+)
 
 
 def chroot(root: Path, script: str) -> None:
-    run("chroot", str(root), "/bin/sh", "-ec", script, env=CHROOT_ENV)
+    enter = ["unshare", "--mount", "--propagation", "private", "sh", "-c", ENTER, "sh"]
+    run(*enter, str(root), str(ROOT), "/bin/sh", "-ec", script, env=CHROOT_ENV)
 
 
 def build_core_for_modules(source: Path, touched: list[str]) -> None:
@@ -327,6 +312,7 @@ def ensure_requirements(root: Path) -> None:
         return
     log(f"pip install {' '.join(pins)}")
     quoted = " ".join(f"'{pin}'" for pin in pins)
+    shutil.copy2("/etc/resolv.conf", root / "etc" / "resolv.conf")
     # pip in the root trusts what the machine's pip trusts (PIP_CERT, else the system CAs).
     host_ca = Path(os.environ.get("PIP_CERT") or "/etc/ssl/certs/ca-certificates.crt")
     cert = ""
@@ -350,11 +336,10 @@ def main() -> int:
     uri = archive_uri()
     root, root_key = ensure_root(uri)
     files = fetch_python_source(uri)
-    with mounted(root):
-        ensure_python(root, root_key, files)
-        ensure_requirements(root)
-        log(f"freezing in {root} ({time.monotonic() - start:.0f} s so far)")
-        chroot(root, f"cd {ROOT}; {PREFIX}/bin/python3.11 packaging/build_dist.py")
+    ensure_python(root, root_key, files)
+    ensure_requirements(root)
+    log(f"freezing in {root} ({time.monotonic() - start:.0f} s so far)")
+    chroot(root, f"cd {ROOT}; {PREFIX}/bin/python3.11 packaging/build_dist.py")
     log(f"done in {time.monotonic() - start:.0f} s")
     return 0
 
