@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from conformance import etcdrig
+from tests import etcd_node
 from tests.chain_helpers import (
     failed,
     ipvlan_chain,
@@ -208,12 +209,7 @@ def host_etcd(topo: Topology, tmp_path: Path) -> Iterator[etcdrig.EtcdCluster]:
 
 
 def _etcd_store(endpoints: list[str], **settings: object) -> dict[str, object]:
-    """An etcd store for a NAD: by a profile of the node's etcd settings where the
-    plugins read those (tests/etcd_node.py), else with the endpoints in the NAD."""
-    try:
-        from tests import etcd_node  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:
-        return {"type": "etcd", "endpoints": endpoints, "node": "node-a", **settings}
+    """An etcd store for a NAD: a profile of the node's etcd settings (tests/etcd_node.py)."""
     profile = etcd_node.add_profile({"endpoints": endpoints})
     return {"type": "etcd", "profile": profile, "node": "node-a", **settings}
 
