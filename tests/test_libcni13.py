@@ -4,9 +4,10 @@ Debian 12's libcni (1.1.2, build/cnitool) stops at spec 1.0.0 and has no GC or
 STATUS; libcni 1.3.0 is what containerd 2, CRI-O and Multus >= 4.2 use. Every
 pod here looks like a Multus pod (eth0 from a cluster network first).
 
-Where the two clients disagree, the test says so: 1.1.2 refuses a 1.1.0
-conflist outright (it knows no such version), and its result parser would drop
-``routes[].table``; 1.3.0 keeps it.
+Where the two clients disagree, the test says so: 1.1.2 runs a 1.1.0 chain's
+plugins but cannot read their result ("unsupported CNI result version"), nor
+1.3.0's cached one on CHECK and DEL; 1.3.0 reads it, ``routes[].table`` included.
+1.3.0's GC also DELs, by itself, every cached attachment the list leaves out.
 """
 
 from __future__ import annotations
