@@ -11,8 +11,10 @@ Layout under ``--dest`` (e.g. ``/host/opt/cni/bin``)::
 A new version is copied under a temporary name and renamed into place; then
 ``current`` is swapped with one rename. Every plugin path resolves at all
 times, to the old bundle or the new one. The previous version stays on disk
-for calls still running from it; older ones are removed. Running it again
-with the same bundle changes nothing.
+for calls still running from it; an older one is removed only once it has
+been retired (no longer ``current``) for ``RETIRE_GRACE`` seconds, so a plugin
+that started from it just before a quick second upgrade still finds its files.
+Running it again with the same bundle changes nothing.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import hashlib
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 
 from . import registry
@@ -29,6 +32,9 @@ from . import registry
 STORE = ".multihome"
 CURRENT = "current"
 EXECUTABLE = "multihome"
+# How long a retired bundle stays on disk: longer than any CNI call may run (kubelet
+# and CRI runtimes give a call minutes at most).
+RETIRE_GRACE = 15 * 60
 
 
 def bundle_id(bundle: Path) -> str:
@@ -95,14 +101,23 @@ def install(source: Path, dest: Path, names: list[str] | None = None) -> list[st
     previous = os.readlink(current) if current.is_symlink() else None
     if _swap_symlink(current, version):
         changes.append(f"current -> {version}")
+        if previous and previous != version and (store / previous).is_dir():
+            os.utime(store / previous)  # its retirement time, for the grace period
     for name in names:
         if _swap_symlink(dest / name, f"{STORE}/{CURRENT}/{EXECUTABLE}"):
             changes.append(f"linked {name}")
-    keep = {version, previous, CURRENT}
-    for entry in store.iterdir():
-        if entry.name not in keep and not entry.name.startswith(".tmp-"):
-            shutil.rmtree(entry, ignore_errors=True)
-            changes.append(f"removed old bundle {entry.name}")
+    retired = sorted(
+        (e for e in store.iterdir() if e.name not in {version, CURRENT} and e.name[0] != "."),
+        key=lambda e: e.stat().st_mtime,
+    )
+    # The version before current always stays (on a re-run, the last one retired).
+    keep = previous if previous and previous != version else retired[-1].name if retired else ""
+    retired_before = time.time() - RETIRE_GRACE
+    for entry in retired:
+        if entry.name == keep or entry.stat().st_mtime > retired_before:
+            continue  # a call may still be running from it
+        shutil.rmtree(entry, ignore_errors=True)
+        changes.append(f"removed old bundle {entry.name}")
     return changes
 
 

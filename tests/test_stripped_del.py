@@ -39,7 +39,7 @@ CLIENTS = [
 def default_dirs_network() -> Iterator[str]:
     """A network name no one else uses; afterwards, exactly its directories under the
     default dataDir and stateDir go, and any parent this test had to create."""
-    name = unique("mhstrip")
+    name = unique("mhsd")
     ours = [DATA_DIR / name, DATA_DIR / ".multihome" / name, STATE_DIR / name]
     assert not any(p.exists() for p in ours)
     parents = [DATA_DIR, DATA_DIR / ".multihome", STATE_DIR, STATE_DIR.parent, DATA_DIR.parent]
