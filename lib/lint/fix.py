@@ -23,7 +23,7 @@ import netaddr
 from .addressing import net
 from .checks import DROP_IN, OBSOLETE
 from .findings import Finding
-from .source import Source, strip_comments
+from .source import Source, scan, strip_comments
 
 TYPES = {**DROP_IN, **{old: DROP_IN[new] for old, new in OBSOLETE.items()}}
 _TYPE = re.compile(r'("type"\s*:\s*")([A-Za-z0-9_.-]+)(")')
@@ -32,26 +32,16 @@ SETS = ("public-ipv4", "global-ipv4")
 
 def _array_end(text: str, start: int) -> int:
     """The index after the ``]`` closing the array that opens at ``start``."""
-    depth, in_string, escaped = 0, False, False
-    i = start
-    while i < len(text):
-        ch = text[i]
-        if in_string:
-            escaped = not escaped and ch == "\\"
-            in_string = escaped or ch != '"'
-        elif ch == '"':
-            in_string = True
-        elif ch == "#":
-            while i < len(text) and text[i] != "\n":
-                i += 1
+    depth = 0
+    for i, ch, code in scan(text, start):
+        if not code:
             continue
-        elif ch in "[{":
+        if ch in "[{":
             depth += 1
         elif ch in "]}":
             depth -= 1
             if depth == 0:
                 return i + 1
-        i += 1
     return -1
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 
@@ -18,23 +19,36 @@ class Source:
         return self.first_line + (self.raw.count("\n", 0, index) if index >= 0 else 0)
 
 
-def strip_comments(text: str) -> tuple[str, list[int]]:
-    """Drop ``#`` comments outside JSON strings; return the text and their offsets."""
-    out, found, in_string, escaped, i = [], [], False, False, 0
+def scan(text: str, start: int = 0) -> Iterator[tuple[int, str, bool]]:
+    """Walk JSON text with ``#`` comments: (index, char, outside a string) for each
+    character not in a comment; a comment yields once, its ``#`` alone."""
+    in_string, escaped, i = False, False, start
     while i < len(text):
         ch = text[i]
         if in_string:
             escaped = not escaped and ch == "\\"
             in_string = escaped or ch != '"'
-        elif ch == '"':
-            in_string = True
+            yield i, ch, False
         elif ch == "#":
-            found.append(i)
+            yield i, ch, True
             while i < len(text) and text[i] != "\n":
                 i += 1
             continue
-        out.append(ch)
+        else:
+            in_string = ch == '"'
+            yield i, ch, True
         i += 1
+
+
+def strip_comments(text: str) -> tuple[str, list[int]]:
+    """Drop ``#`` comments outside JSON strings; return the text and their offsets."""
+    out: list[str] = []
+    found: list[int] = []
+    for i, ch, code in scan(text):
+        if code and ch == "#":
+            found.append(i)
+        else:
+            out.append(ch)
     return "".join(out), found
 
 
