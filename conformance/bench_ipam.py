@@ -126,6 +126,13 @@ def stats(samples: list[float], digits: int = 2) -> dict[str, float]:
     }
 
 
+def write_report(path: Path, report: object) -> None:
+    """Write a bench's JSON report under build/bench/ and say where (every bench's)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2))
+    print(f"report: {path}")
+
+
 def store_config(store: dict[str, object] | None, data_dir: Path) -> bytes:
     ipam: dict[str, object] = {
         "type": "mh-ipam",
@@ -241,10 +248,8 @@ def main() -> int:
         text = [f"{c['allocs_per_s']:>7}/s {c['median_ms']:>7}ms" for c in cells]  # type: ignore[index]
         print(f"{row['leases']:>8}  {text[0]:>18}  {text[1]:>18}  {text[2]:>20}")
     print_stores(stores)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
     report = {"machine": os.uname().nodename, "date": time.strftime("%F"), "ipam_scale": rows}
-    args.json.write_text(json.dumps({**report, "stores": stores}, indent=2))
-    print(f"report: {args.json}")
+    write_report(args.json, {**report, "stores": stores})
     return 0
 
 

@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "build" / "pkgroot"))
 sys.path.insert(0, str(ROOT / "conformance"))
 
-from bench import GW4, V4, Rig, stats  # noqa: E402  (from conformance/)
+from bench import GW4, V4, Rig, stats, write_report  # noqa: E402  (from conformance/)
 
 from multihome.plugins import routesets  # noqa: E402
 
@@ -108,9 +108,7 @@ def main() -> int:
     for name, cmds in report.items():
         add, dele = cmds["add"]["median_ms"], cmds["del"]["median_ms"]
         print(f"{name:26} {add:8.1f} {dele:8.1f} {add / ref:8.2f}")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2))
-    print(f"report: {args.json}")
+    write_report(args.json, report)
     return 0
 
 

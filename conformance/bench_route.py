@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-import json
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -20,6 +18,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "build" / "pkgroot"))
+
+from bench_ipam import stats, write_report  # noqa: E402  (from conformance/)
 
 from multihome.lib import rtnl  # noqa: E402
 from multihome.lib.result import IPConfig, Result  # noqa: E402
@@ -54,27 +54,27 @@ def main() -> int:
                 )
             ]
         )
-        add_ms, del_ms = [], []
+        add_s, del_s = [], []
         with rtnl.in_netns(f"/run/netns/{ns}") as (_, sock):
             for _ in range(args.rounds):
                 start = time.perf_counter()
                 the_plan = route.plan(conf, prev, "net1")
                 state = route.apply(sock, the_plan, "net1")
-                add_ms.append((time.perf_counter() - start) * 1000)
+                add_s.append(time.perf_counter() - start)
                 start = time.perf_counter()
                 added, _ = route._resolve(sock, state)
                 route.undo(sock, added, [])
-                del_ms.append((time.perf_counter() - start) * 1000)
+                del_s.append(time.perf_counter() - start)
         count = len(the_plan.add)
     finally:
         subprocess.run(["ip", "netns", "del", ns], check=False)
-    add_ms.sort()
+    install, removal = stats(add_s), stats(del_s)
     report = {
         "prefixes": count,
         "rounds": args.rounds,
-        "install_median_ms": round(statistics.median(add_ms), 2),
-        "install_p90_ms": round(add_ms[int(len(add_ms) * 0.9) - 1], 2),
-        "remove_median_ms": round(statistics.median(del_ms), 2),
+        "install_median_ms": install["median_ms"],
+        "install_p90_ms": install["p90_ms"],
+        "remove_median_ms": removal["median_ms"],
     }
     print(f"mh-route: public-ipv4 set ({count} prefixes), {args.rounds} rounds, warm")
     print(
@@ -82,9 +82,7 @@ def main() -> int:
         f"{report['install_p90_ms']} ms (target < 20 ms)"
     )
     print(f"  removal:        median {report['remove_median_ms']} ms")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2))
-    print(f"report: {args.json}")
+    write_report(args.json, report)
     return 0
 
 
