@@ -155,6 +155,16 @@ def topo(request: pytest.FixtureRequest, netns_factory: Callable[[str], Netns]) 
 
 
 @pytest.fixture
+def host_etcd(topo: Topology, tmp_path: Path) -> Iterator[etcdrig.EtcdCluster]:
+    """etcd on the "host" namespace's loopback, where libcni runs the plugins."""
+    reason = etcdrig.missing()
+    if reason:
+        pytest.skip(f"needs etcd: {reason}")
+    with etcdrig.EtcdCluster(tmp_path / "etcd", netns=topo.host.name) as cluster:
+        yield cluster
+
+
+@pytest.fixture
 def cnitool(topo: Topology, tmp_path: Path) -> Cnitool:
     if not CNITOOL.exists():
         pytest.skip(f"needs_tool: {CNITOOL} is missing (run 'make cnitool')")

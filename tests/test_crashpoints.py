@@ -8,7 +8,6 @@ state back with ip -j and the filesystem.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -77,16 +76,6 @@ def test_every_link_point_of_ipvlan(topo: Topology, cnitool: Cnitool, tmp_path: 
     figures = crashrig.CrashRun(w, cnitool, conf, tmp_path).run(only="link.")
     link_points = {p for p in ADD_POINTS | DEL_POINTS if p.startswith("link.")}
     check(figures, link_points)
-
-
-@pytest.fixture
-def host_etcd(topo: Topology, tmp_path: Path) -> Iterator[etcdrig.EtcdCluster]:
-    """etcd on the host namespace's loopback, where libcni runs the plugins."""
-    reason = etcdrig.missing()
-    if reason:
-        pytest.skip(f"needs etcd: {reason}")
-    with etcdrig.EtcdCluster(tmp_path / "etcd", netns=topo.host.name) as cluster:
-        yield cluster
 
 
 def test_every_point_on_etcd(

@@ -8,7 +8,7 @@ so the plugins run; two pods on the same VLAN master, attached by two
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,15 +22,6 @@ from tests.shapes import check_result
 
 pytestmark = [pytest.mark.privileged, pytest.mark.needs_tool(str(CNIBIN / "mh-macvlan"))]
 NET = "vlan200-etcd"
-
-
-@pytest.fixture
-def etcd(topo: Topology, tmp_path: Path) -> Iterator[etcdrig.EtcdCluster]:
-    reason = etcdrig.missing()
-    if reason:
-        pytest.skip(f"needs etcd: {reason}")
-    with etcdrig.EtcdCluster(tmp_path / "etcd", netns=topo.host.name) as cluster:
-        yield cluster
 
 
 def conflist(master: str, endpoints: list[str], node: str) -> dict[str, Any]:
@@ -60,7 +51,7 @@ def addresses(ns: Netns) -> list[str]:
 
 def test_two_nodes_one_pool_through_libcni(
     topo: Topology,
-    etcd: etcdrig.EtcdCluster,
+    host_etcd: etcdrig.EtcdCluster,
     cnitool: Cnitool,
     netns_factory: Callable[[str], Netns],
     tmp_path: Path,
@@ -69,7 +60,7 @@ def test_two_nodes_one_pool_through_libcni(
     pods = {"node-a": topo.pod, "node-b": second}
     results = {}
     for node, pod in pods.items():
-        net = cnitool.write(conflist(topo.master, etcd.endpoints, node), f"{node}.conflist")
+        net = cnitool.write(conflist(topo.master, host_etcd.endpoints, node), f"{node}.conflist")
         assert net == NET
         # Two config dirs would be two nodes; one dir with a file per node is simpler:
         # cnitool picks the file by network name, so write the node's just before use.
@@ -82,23 +73,23 @@ def test_two_nodes_one_pool_through_libcni(
     assert addresses(second) == ["203.0.113.11/24"]
     topo.pod.exec("ping", "-c", "1", "-W", "2", "203.0.113.11")
     base = f"/multihome/ipam/{NET}/"
-    owners = {k: json.loads(v) for k, v in etcd.get_prefix(base + "owners/").items()}
+    owners = {k: json.loads(v) for k, v in host_etcd.get_prefix(base + "owners/").items()}
     assert {rec["node"] for rec in owners.values()} == {"node-a", "node-b"}
     for node, pod in pods.items():
-        cnitool.write(conflist(topo.master, etcd.endpoints, node), f"{node}.conflist")
+        cnitool.write(conflist(topo.master, host_etcd.endpoints, node), f"{node}.conflist")
         check = cnitool.run("check", NET, pod, container_id=f"pod-{node}")
         assert check.returncode == 0, check.stdout + check.stderr
         delete = cnitool.run("del", NET, pod, container_id=f"pod-{node}")
         assert delete.returncode == 0, delete.stdout + delete.stderr
         (cnitool.confdir / f"{node}.conflist").unlink()
         assert "net1" not in pod.links()
-    assert etcd.get_prefix(base + "ips/") == {}
-    assert etcd.get_prefix(base + "owners/") == {}
+    assert host_etcd.get_prefix(base + "ips/") == {}
+    assert host_etcd.get_prefix(base + "owners/") == {}
 
 
 def test_thick_mode_reaches_etcd_from_the_callers_namespace(
     topo: Topology,
-    etcd: etcdrig.EtcdCluster,
+    host_etcd: etcdrig.EtcdCluster,
     cnitool: Cnitool,
     netns_factory: Callable[[str], Netns],
     tmp_path: Path,
@@ -110,7 +101,7 @@ def test_thick_mode_reaches_etcd_from_the_callers_namespace(
     daemon = Daemon(tmp_path / "run" / "mh.sock")
     try:
         env = {"MULTIHOME_SOCKET": str(daemon.sock)}
-        net = cnitool.write(conflist(topo.master, etcd.endpoints, "node-a"))
+        net = cnitool.write(conflist(topo.master, host_etcd.endpoints, "node-a"))
         pods = [topo.pod, netns_factory("pod"), netns_factory("pod")]
         for n, pod in enumerate(pods):
             add = cnitool.run("add", net, pod, container_id=f"thick{n}", extra_env=env)
@@ -122,4 +113,6 @@ def test_thick_mode_reaches_etcd_from_the_callers_namespace(
         assert daemon.served() >= 2 * len(pods)
     finally:
         daemon.stop()
-    assert etcd.get_prefix(f"/multihome/ipam/{NET}/").keys() <= {f"/multihome/ipam/{NET}/cursor/0"}
+    assert host_etcd.get_prefix(f"/multihome/ipam/{NET}/").keys() <= {
+        f"/multihome/ipam/{NET}/cursor/0"
+    }

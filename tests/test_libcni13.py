@@ -13,7 +13,7 @@ plugins but cannot read their result ("unsupported CNI result version"), nor
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -197,16 +197,6 @@ def _three_pods(
     for n, pod in enumerate(pods.values(), start=2):  # (n=1: topo.pod's)
         cluster_eth0(pod, topo.host, n)
     return pods, {key: f"pod{key}-{name}" for key in pods}
-
-
-@pytest.fixture
-def host_etcd(topo: Topology, tmp_path: Path) -> Iterator[etcdrig.EtcdCluster]:
-    """etcd on the "host" namespace's loopback, where libcni runs the plugins."""
-    reason = etcdrig.missing()
-    if reason:
-        pytest.skip(f"needs etcd: {reason}")
-    with etcdrig.EtcdCluster(tmp_path / "etcd", netns=topo.host.name) as cluster:
-        yield cluster
 
 
 def _etcd_store(endpoints: list[str], **settings: object) -> dict[str, object]:
