@@ -18,11 +18,9 @@ aims at a closed loopback port, so "etcd unreachable" is code 11 there.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import socket
-import struct
 import subprocess
 import threading
 import time
@@ -30,6 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from conformance import fakes
 from tests.rig import CNIBIN, Netns, unique
 
 TIMEOUT = 2.0
@@ -61,36 +60,6 @@ HOSTILE: dict[str, Callable[[socket.socket], None]] = {
     "flood": _flood(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n"),
     "huge chunk": _flood(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n10000000000\r\n"),
 }
-
-
-class _Server:
-    """A loopback listener made inside ``ns`` (its socket stays there), serving ``mode``."""
-
-    def __init__(self, ns: Any, mode: Callable[[socket.socket], None]) -> None:
-        with ns:
-            self.sock = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.mode = mode
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
-
-    def _one(self, conn: socket.socket) -> None:
-        with conn:
-            try:
-                conn.recv(65536)
-                self.mode(conn)
-            except OSError:
-                pass
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 def node_file(tmp: Path, profiles: dict[str, Any]) -> Path:
@@ -168,39 +137,6 @@ def run_hostile_etcd(world: Any, summary: Any, conf_path: Path, servers: dict[st
 
 # ---- short daemon requests ------------------------------------------------------------------
 
-_HEAD = struct.Struct("=4sIIIII")
-SHORT = {
-    "short body": _HEAD.pack(b"MHQ1", 1, 10, 10, 40, 40) + b"x" * 10,
-    "short head": b"MHQ1\x01\x00",
-    "other protocol": _HEAD.pack(b"MHQ1", 2, 0, 0, 0, 0),
-}
-
-
-def _held(pid: int, ino: int) -> int:
-    n = 0
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        with contextlib.suppress(OSError):
-            n += os.stat(f"/proc/{pid}/fd/{fd}").st_ino == ino
-    return n
-
-
-def _send(sock: Path, frame: bytes, paths: list[str]) -> None:
-    fds = [os.open(p, os.O_RDONLY) for p in paths]
-    try:
-        with socket.socket(socket.AF_UNIX) as s:
-            s.connect(str(sock))
-            rights = struct.pack(f"{len(fds)}i", *fds)
-            s.sendmsg([frame], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, rights)])
-            s.shutdown(socket.SHUT_WR)
-            try:
-                while s.recv(65536):
-                    pass
-            except ConnectionResetError:
-                pass
-    finally:
-        for fd in fds:
-            os.close(fd)
-
 
 def run_short_requests(world: Any, summary: Any, rounds: int = 20) -> None:
     sock = world.tmp / "run-fds" / "mh.sock"
@@ -223,19 +159,20 @@ def run_short_requests(world: Any, summary: Any, rounds: int = 20) -> None:
         start = time.monotonic()
         sent = 0
         for _ in range(rounds):
-            for frame in SHORT.values():
-                _send(sock, frame, ["/proc/self/ns/net", pod.path])
-                _send(sock, frame, ["/proc/self/ns/net", pod.path, pod.path, pod.path])
+            for frame in fakes.SHORT.values():
+                fakes.send(sock, frame, ["/proc/self/ns/net", pod.path])
+                fakes.send(sock, frame, ["/proc/self/ns/net", pod.path, pod.path, pod.path])
                 sent += 2
         took = time.monotonic() - start
         summary.cases += sent
-        held = _held(daemon.pid, ino)
+        held = len(fakes.held(daemon.pid, ino))
         after = len(os.listdir(f"/proc/{daemon.pid}/fd"))
         alive = daemon.poll() is None
         pod.delete()
-        gone = _held(daemon.pid, ino) == 0 if alive else True
+        gone = not fakes.held(daemon.pid, ino) if alive else True
+        kinds = ", ".join(fakes.SHORT)
         print(
-            f"short daemon requests: {sent} sent ({', '.join(SHORT)}; half with 4 descriptors) "
+            f"short daemon requests: {sent} sent ({kinds}; half with 4 descriptors) "
             f"in {took:.2f} s; pod netns descriptors held after: {held}; daemon descriptors "
             f"{before} before, {after} after; daemon {'serving' if alive else 'DEAD'}",
             flush=True,
@@ -255,7 +192,7 @@ def run_short_requests(world: Any, summary: Any, rounds: int = 20) -> None:
 
 def run(world: Any, summary: Any) -> None:
     """The node's etcd profiles (kept for the later parts), then both sections."""
-    servers = {name: _Server(world.host_ns, mode) for name, mode in HOSTILE.items()}
+    servers = {name: fakes.Server(mode, world.host_ns) for name, mode in HOSTILE.items()}
     try:
         profiles: dict[str, Any] = {"default": {"endpoints": [DEAD_ETCD]}}
         profiles.update({name: {"endpoints": [s.url]} for name, s in servers.items()})

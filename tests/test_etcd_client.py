@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from conformance.fakes import Server
 from multihome.ipam import etcdclient
 from multihome.lib.errors import CNIError
 
@@ -64,38 +65,6 @@ MODES: dict[str, Callable[[socket.socket], None]] = {
         c, f"HTTP/1.1 200 OK\r\nContent-Length: {FLOOD}\r\n\r\n".encode()
     ),
 }
-
-
-class Server:
-    """A loopback "etcd" that reads one request per connection and answers with ``mode``."""
-
-    def __init__(self, mode: Callable[[socket.socket], None]) -> None:
-        self.mode = mode
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.connections = 0
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.connections += 1
-            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
-
-    def _one(self, conn: socket.socket) -> None:
-        with conn:
-            try:
-                conn.recv(65536)
-                self.mode(conn)
-            except OSError:
-                pass  # the client gave up: as it should
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 @pytest.fixture

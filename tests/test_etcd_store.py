@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +19,7 @@ from typing import Any
 import pytest
 
 from conformance import etcdrig
+from conformance.fakes import Listener
 from tests import etcd_node
 from tests.etcd_helpers import NET, Net, addresses, call, lease_docs, leases, ok, owners
 from tests.ipam_helpers import SEED_RANGES
@@ -280,26 +280,16 @@ def test_status(etcd: etcdrig.EtcdCluster) -> None:
     ok(call("STATUS", Net(etcd.endpoints).conf(), None))
 
 
-class ReplyDropper:
+class ReplyDropper(Listener):
     """A TCP proxy to etcd that forwards the first committing transaction and then
     closes the connection without its reply: a reply lost after the commit."""
 
     def __init__(self, upstream: int) -> None:
         self.upstream = upstream
         self.dropped = 0
-        self.server = socket.create_server(("127.0.0.1", 0))
-        self.port = self.server.getsockname()[1]
-        threading.Thread(target=self._serve, daemon=True).start()
+        super().__init__()
 
-    def _serve(self) -> None:
-        while True:
-            try:
-                client, _ = self.server.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._pipe, args=(client,), daemon=True).start()
-
-    def _pipe(self, client: socket.socket) -> None:
+    def handle(self, client: socket.socket) -> None:
         with client, socket.create_connection(("127.0.0.1", self.upstream)) as up:
             while True:
                 request = client.recv(1 << 20)
@@ -311,9 +301,6 @@ class ReplyDropper:
                     self.dropped += 1
                     return  # committed upstream; the client never hears of it
                 client.sendall(reply)
-
-    def close(self) -> None:
-        self.server.close()
 
 
 def test_a_reply_lost_after_the_commit_leaks_nothing(etcd: etcdrig.EtcdCluster, pod: Netns) -> None:
