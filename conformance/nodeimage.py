@@ -74,18 +74,16 @@ def base_tarball() -> Path:
     return tarball
 
 
-class Podman:
-    """podman with storage, settings and events under ``base`` (removed by ``remove``)."""
-
-    def __init__(self, base: Path) -> None:
-        self.base = base
-        base.mkdir(parents=True, exist_ok=True)
-        (base / "containers.conf").write_text(f"""
+def podman_config(base: Path, network: str = "") -> dict[str, str]:
+    """Throwaway podman settings and storage under ``base`` (runc, cgroupfs, vfs: what
+    this kind of machine needs); ``network`` is more lines for its [network] table.
+    Returns the environment that makes podman use them (tests/test_podman.py's too)."""
+    (base / "containers.conf").write_text(f"""
 [containers]
 netns = "none"
 default_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]
 [network]
-network_config_dir = "{base / "net.d"}"
+{network}network_config_dir = "{base / "net.d"}"
 [engine]
 runtime = "runc"
 cgroup_manager = "cgroupfs"
@@ -93,18 +91,26 @@ events_logger = "file"
 events_logfile_path = "{base / "events.log"}"
 tmp_dir = "{base / "tmp"}"
 """)
-        (base / "storage.conf").write_text(f"""
+    (base / "storage.conf").write_text(f"""
 [storage]
 driver = "vfs"
 graphroot = "{base / "storage"}"
 runroot = "{base / "run"}"
 """)
-        self.env = {
-            "CONTAINERS_CONF": str(base / "containers.conf"),
-            "CONTAINERS_STORAGE_CONF": str(base / "storage.conf"),
-            "PATH": PATH,
-            "TMPDIR": str(base / "tmp"),
-        }
+    return {
+        "CONTAINERS_CONF": str(base / "containers.conf"),
+        "CONTAINERS_STORAGE_CONF": str(base / "storage.conf"),
+        "PATH": PATH,
+    }
+
+
+class Podman:
+    """podman with storage, settings and events under ``base`` (removed by ``remove``)."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        base.mkdir(parents=True, exist_ok=True)
+        self.env = {**podman_config(base), "TMPDIR": str(base / "tmp")}
         (base / "tmp").mkdir(exist_ok=True)
 
     def __call__(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

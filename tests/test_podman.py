@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from conformance import nodeimage
 from tests.conftest import Topology
 from tests.rig import ROOT
 
@@ -42,32 +43,8 @@ def rootfs(base: Path) -> Path:
 
 def podman_config(base: Path) -> dict[str, str]:
     (base / "net.d").mkdir()
-    (base / "containers.conf").write_text(f"""
-[containers]
-netns = "none"
-default_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]
-[network]
-network_backend = "cni"
-cni_plugin_dirs = ["{DIST_BIN}", "/usr/lib/cni"]
-network_config_dir = "{base / "net.d"}"
-[engine]
-runtime = "runc"
-cgroup_manager = "cgroupfs"
-events_logger = "file"
-events_logfile_path = "{base / "events.log"}"
-tmp_dir = "{base / "tmp"}"
-""")
-    (base / "storage.conf").write_text(f"""
-[storage]
-driver = "vfs"
-graphroot = "{base / "storage"}"
-runroot = "{base / "run"}"
-""")
-    return {
-        "CONTAINERS_CONF": str(base / "containers.conf"),
-        "CONTAINERS_STORAGE_CONF": str(base / "storage.conf"),
-        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
-    }
+    backend = f'network_backend = "cni"\ncni_plugin_dirs = ["{DIST_BIN}", "/usr/lib/cni"]\n'
+    return nodeimage.podman_config(base, backend)
 
 
 def test_busybox_gets_net1_from_the_frozen_plugins(topo: Topology, tmp_path: Path) -> None:
