@@ -26,15 +26,19 @@ all: bin cnitool
 
 # Debian packages: installed only when something is missing.
 deps: $(BUILD)/.deps
+# $(call apt_missing,PACKAGES): a recipe line that installs those of PACKAGES not installed.
+define apt_missing
+@missing=""; for p in $(1); do \
+	dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+done; \
+if [ -n "$$missing" ]; then \
+	echo "installing Debian packages:$$missing"; \
+	if [ "$$(id -u)" != 0 ]; then echo "run as root, or install:$$missing" >&2; exit 1; fi; \
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+fi
+endef
 $(BUILD)/.deps:
-	@missing=""; for p in $(APT_PACKAGES); do \
-		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
-	done; \
-	if [ -n "$$missing" ]; then \
-		echo "installing Debian packages:$$missing"; \
-		if [ "$$(id -u)" != 0 ]; then echo "run as root, or install:$$missing" >&2; exit 1; fi; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
-	fi
+	$(call apt_missing,$(APT_PACKAGES))
 	@mkdir -p $(BUILD) && touch $@
 
 venv: $(VENV)/.stamp
@@ -95,15 +99,7 @@ test-dist: dist cnitool $(CNITOOL_STATIC) $(CHECKOV)
 # unless every needs_kernel test the host collects passes there and none skips.
 VM_PACKAGES := user-mode-linux kmod busybox-static gcc libc6-dev qemu-system-x86 cpio
 test-vm: bin cnitool
-	@missing=""; for p in $(VM_PACKAGES); do \
-		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
-	done; \
-	if [ -n "$$missing" ]; then \
-		echo "installing Debian packages:$$missing"; \
-		if [ "$$(id -u)" != 0 ]; then echo "run as root, or install:$$missing" >&2; exit 1; fi; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-			--no-install-recommends $$missing; \
-	fi
+	$(call apt_missing,$(VM_PACKAGES))
 	PY=$(PY) conformance/vm/test_vm.sh $(PYTEST_ARGS)
 
 # mypy sees the package as installed (multihome.*) through build/pkgroot.
