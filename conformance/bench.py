@@ -166,12 +166,6 @@ def stats(samples: list[float]) -> dict[str, float]:
     return ms(samples, digits=1)
 
 
-def write_report(path: Path, report: object) -> None:
-    from bench_ipam import write_report as write  # (from conformance/)
-
-    write(path, report)
-
-
 def cpu_seconds(pid: int) -> float:
     """user + sys of a running process, all its threads (0 for none)."""
     if not pid:
@@ -435,7 +429,7 @@ def main() -> int:
             if podman is not None:
                 podman.remove()
     print_report(report)
-    write_report(args.json, report)
+    bench_ipam.write_report(args.json, report)
     return 0
 
 

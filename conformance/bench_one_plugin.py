@@ -31,7 +31,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "build" / "pkgroot"))
 sys.path.insert(0, str(ROOT / "conformance"))
 
-from bench import GW4, V4, Rig, stats, write_report  # noqa: E402  (from conformance/)
+from bench import GW4, V4, Rig, stats  # noqa: E402  (from conformance/)
+from bench_ipam import write_report  # noqa: E402
 
 from multihome.plugins import routesets  # noqa: E402
 
