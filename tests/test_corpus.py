@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 
 from multihome.lib import lint
 from multihome.lib.lint import fix
+from multihome.lib.lint.checks import DROP_IN
 from tests.conftest import Topology
 from tests.rig import CNIBIN, REFERENCE_BIN, ROOT, Cnitool
 from tests.test_pod_default_route import multus_eth0
@@ -246,14 +247,6 @@ def test_lint_never_fails_on_a_config_with_odd_values(data: st.DataObject) -> No
 # #13 uses dhcp. dhcp, whereabouts, bridge and flannel are not in the suite;
 # route-override has no reference binary in Debian, so #18 runs ours only.
 
-OURS = {
-    "macvlan": "mh-macvlan",
-    "ipvlan": "mh-ipvlan",
-    "host-local": "mh-ipam",
-    "static": "mh-static",
-    "sbr": "mh-sbr",
-    "route-override": "mh-route",
-}
 # number: (pod ips, pod mac, expected: same | both-fail | ours-refuses | ours-only)
 RUNS: dict[str, tuple[list[str], str, str]] = {
     "01": ([], "", "same"),
@@ -313,7 +306,7 @@ def prepared(text: str, ours: bool, master: str, datadir: Path, name: str) -> st
         text = re.sub(r'("ipam"\s*:\s*\{)', rf'\1"dataDir": "{datadir}", ', text, count=1)
     text = text.rstrip()[:-1] + f', "name": "{name}"}}'  # the last key wins, as in Go
     if ours:
-        for theirs, mine in OURS.items():
+        for theirs, mine in DROP_IN.items():
             text = re.sub(rf'("type"\s*:\s*)"{theirs}"', rf'\1"{mine}"', text)
     return text
 
