@@ -301,10 +301,10 @@ def apply(sock: rtnl.Rtnl, plan_: Plan, ifname: str, container: str = "") -> Sta
         crashpoint.here("route.added")
         _raise_first(specs, errors, "adding", names, ifname)
     except OSError as exc:  # the socket's own failure: which requests were done is unknown
-        _roll_back(sock, before, victims, specs)
+        _roll_back(sock, before, victims, specs, names)
         raise CNIError(KERNEL_REFUSED, f"route batch failed: {exc.strerror}") from None
     except BaseException:
-        _roll_back(sock, before, victims, specs)
+        _roll_back(sock, before, victims, specs, names)
         raise
     return {
         "container": container,
@@ -319,6 +319,7 @@ def _roll_back(
     before: list[rtnl.RouteEntry],
     victims: list[rtnl.RouteSpec],
     specs: list[rtnl.RouteSpec],
+    names: Mapping[int, str],
 ) -> None:
     """Undo a failed ADD from the routes read back: a batch cut short leaves only the
     kernel knowing which of its requests were done."""
@@ -330,7 +331,6 @@ def _roll_back(
     had = {rtnl.identity(r) for r in before}
     added = [s for s in specs if rtnl.identity(s) in now - had]
     removed = [v for v in victims if rtnl.identity(v) not in now]
-    names = _names(sock)
     for spec, err in undo(sock, added, removed):
         log(f"error: rollback cannot restore route {describe(spec, names)}: {err.strerror}")
 
