@@ -265,12 +265,19 @@ def _check_space(v4: list[dict[str, Any]], src: Source, cluster: list[Net]) -> l
     return out
 
 
-def _check_public_set(v4: list[dict[str, Any]], src: Source) -> list[Finding]:
+def near_public(covered: netaddr.IPSet) -> netaddr.IPSet | None:
+    """The public-ipv4 set when ``covered`` holds more than half of it (a list meant to
+    be that set), else None."""
     from multihome.plugins import routesets
 
-    covered = netaddr.IPSet([str(net(r["dst"])) for r in v4])
     public = netaddr.IPSet([str(n) for n in routesets.compute(["public-ipv4"])])
-    if (covered & public).size <= public.size // 2:
+    return public if (covered & public).size > public.size // 2 else None
+
+
+def _check_public_set(v4: list[dict[str, Any]], src: Source) -> list[Finding]:
+    covered = netaddr.IPSet([str(net(r["dst"])) for r in v4])
+    public = near_public(covered)
+    if public is None:
         return []
     missing = [str(c) for c in (public - covered).iter_cidrs()]
     if not missing:

@@ -20,7 +20,7 @@ from typing import Any
 
 import netaddr
 
-from .addressing import net
+from .addressing import near_public, net
 from .checks import DROP_IN, OBSOLETE
 from .findings import Finding
 from .source import Source, scan, strip_comments
@@ -94,8 +94,8 @@ def _as_set(routes: list[Any], gateways: set[str]) -> tuple[dict[str, Any] | Non
             if own:
                 entry["gw"] = own if len(own) > 1 else own[0]
             return entry, ""
-    public = netaddr.IPSet([str(n) for n in routesets.compute(["public-ipv4"])])
-    if (covered & public).size <= public.size // 2:
+    public = near_public(covered)
+    if public is None:
         return None, ""
     missing = [str(c) for c in (public - covered).iter_cidrs()]
     extra = [str(c) for c in (covered - public).iter_cidrs()]
