@@ -564,7 +564,7 @@ class RoutePlugin:
             raise CNIError(CHECK_FAILED, "mh-route has no record of an ADD for this attachment")
         with rtnl.in_netns(req.netns) as (_, sock):
             tables: dict[tuple[object, ...], set[int]] = {}
-            for r in (r for v in (4, 6) for r in sock.routes(v)):
+            for r in _all_routes(sock):
                 tables.setdefault(_route_key(r), set()).add(r.table)
             added, removed = _resolve(sock, state)
             for spec in added:
