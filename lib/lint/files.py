@@ -60,8 +60,9 @@ def _config_findings(
     raw = src.raw
     out: list[Finding] = []
     cleaned_raw, comment_lines = _strip_raw_comments(raw)
+    raw_lines = raw.split("\n") if comment_lines else []
     for number in comment_lines:
-        comment = raw.split("\n")[number].split("#", 1)[1].strip()
+        comment = raw_lines[number].split("#", 1)[1].strip()
         out.append(
             Finding(
                 "error",
