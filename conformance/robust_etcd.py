@@ -112,9 +112,9 @@ def _timed_add(world: Any, profile: str, conf_path: Path) -> tuple[int, bytes, f
     return proc.returncode, out, took, usage.ru_maxrss / 1024
 
 
-def run_hostile_etcd(world: Any, summary: Any, conf_path: Path, servers: dict[str, str]) -> None:
+def run_hostile_etcd(world: Any, summary: Any, conf_path: Path, profiles: list[str]) -> None:
     print("hostile etcd endpoints (mh-ipam ADD, timeout 2 s):", flush=True)
-    for name, _ in servers.items():
+    for name in profiles:
         code, out, took, rss = _timed_add(world, name, conf_path)
         summary.cases += 1
         try:
@@ -197,7 +197,7 @@ def run(world: Any, summary: Any) -> None:
         profiles: dict[str, Any] = {"default": {"endpoints": [DEAD_ETCD]}}
         profiles.update({name: {"endpoints": [s.url]} for name, s in servers.items()})
         conf_path = node_file(world.tmp, profiles)
-        run_hostile_etcd(world, summary, conf_path, {n: s.url for n, s in servers.items()})
+        run_hostile_etcd(world, summary, conf_path, list(servers))
     finally:
         for server in servers.values():
             server.close()
