@@ -31,7 +31,6 @@ from multihome.lib.lint import fix
 from multihome.lib.lint.checks import DROP_IN
 from tests.conftest import Topology
 from tests.rig import CNIBIN, REFERENCE_BIN, ROOT, Cnitool
-from tests.test_pod_default_route import multus_eth0
 
 CORPUS = ROOT.parent / "shared" / "nad-corpus"
 FILES = sorted(p for p in CORPUS.glob("[0-9][0-9]-*") if p.suffix in (".yaml", ".json"))
@@ -404,7 +403,6 @@ def test_corpus_config_in_a_multus_pod(
     number: str, topo: Topology, cnitool: Cnitool, tmp_path: Path
 ) -> None:
     _, mac, expected = RUNS[number]
-    multus_eth0(topo)
     host_default_route(topo)
     ours_add, ours_state, ours_check = run(number, True, topo, cnitool, tmp_path)
     if expected == "ours-only":  # #18: addroutes without gw is a link route on net1

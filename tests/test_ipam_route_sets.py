@@ -22,7 +22,7 @@ from tests.conftest import Topology
 from tests.ipam_helpers import SEED_RANGES, request
 from tests.link_helpers import GW4, GW6, add_gateway
 from tests.rig import CNIBIN, Cnitool
-from tests.test_pod_default_route import defaults, multus_eth0
+from tests.test_pod_default_route import defaults
 
 PUBLIC = {"presets": ["public-ipv4", "default-ipv6"], "exclude": ["100.64.0.0/10"]}
 
@@ -79,7 +79,6 @@ def kernel_routes(topo: Topology, family: str) -> dict[str, str]:
 def test_one_plugin_network_with_the_public_set(
     ipam: str, topo: Topology, cnitool: Cnitool, tmp_path: Path
 ) -> None:
-    multus_eth0(topo)
     add_gateway(topo)
     if ipam == "mh-ipam":
         body: dict[str, Any] = {"type": "mh-ipam", "dataDir": str(tmp_path), "ranges": SEED_RANGES}

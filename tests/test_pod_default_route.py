@@ -24,23 +24,9 @@ pytestmark = [
     pytest.mark.needs_tool(str(CNIBIN / "mh-macvlan")),
     pytest.mark.needs_tool(str(REFERENCE_BIN / "macvlan")),
 ]
+# eth0's gateways, as the topo fixture gives every pod (rig.cluster_eth0, n=1)
 ETH0_GW4, ETH0_GW6 = "10.244.1.1", "fd00:10:244:1::1"
 IMPLS = {"ours": ("mh-macvlan", "mh-ipam"), "reference": ("macvlan", "host-local")}
-
-
-def multus_eth0(topo: Topology) -> None:
-    """The cluster network's eth0, as every pod has it before Multus runs a delegate
-    (the shared topology gives pods one with these addresses; then it is kept)."""
-    pod = topo.pod
-    if "eth0" in pod.links():
-        return
-    pod.ip("link", "add", "eth0", "type", "veth", "peer", "name", "mhc0", "netns", topo.host.name)
-    topo.host.ip("link", "set", "mhc0", "up")
-    pod.ip("link", "set", "eth0", "up")
-    pod.ip("addr", "add", "10.244.1.5/24", "dev", "eth0")
-    pod.ip("addr", "add", "fd00:10:244:1::5/64", "dev", "eth0", "nodad")
-    pod.ip("route", "add", "default", "via", ETH0_GW4, "dev", "eth0")
-    pod.ip("-6", "route", "add", "default", "via", ETH0_GW6, "dev", "eth0")
 
 
 def routes(topo: Topology) -> list[tuple[str, str | None, str]]:
@@ -85,7 +71,6 @@ def conf(impl: str, master: str, datadir: Path, routes: list[dict[str, str]]) ->
 def test_default_route_via_net1_lands_ahead_of_eth0s(
     impl: str, topo: Topology, cnitool: Cnitool, tmp_path: Path
 ) -> None:
-    multus_eth0(topo)
     add_gateway(topo)
     before = routes(topo)
     net = cnitool.write(
@@ -113,7 +98,6 @@ def test_route_to_a_destination_eth0_has_then_check_after_eth0s_is_gone(
 ) -> None:
     """A route eth0 also has (10.96.0.0/12, a service CIDR) goes in ahead; our CHECK
     looks for ours only, and still passes when eth0's route is removed."""
-    multus_eth0(topo)
     add_gateway(topo)
     topo.pod.ip("route", "add", "10.96.0.0/12", "via", ETH0_GW4, "dev", "eth0")
     net = cnitool.write(conf(impl, topo.master, tmp_path / "ipam", [{"dst": "10.96.0.0/12"}]))
@@ -136,7 +120,6 @@ def test_check_fails_when_our_default_is_gone(
     topo: Topology, cnitool: Cnitool, tmp_path: Path
 ) -> None:
     """eth0's default does not stand in for ours: CHECK matches the interface too."""
-    multus_eth0(topo)
     add_gateway(topo)
     net = cnitool.write(conf("ours", topo.master, tmp_path / "ipam", [{"dst": "0.0.0.0/0"}]))
     assert cnitool.run("add", net, topo.pod).returncode == 0
