@@ -233,13 +233,15 @@ def check_routes(routes: list[Any], src: Source, cluster: list[Net]) -> list[Fin
                 )
             )
     v4 = [r for r in v4 if net(r["dst"]) != ipaddress.ip_network("0.0.0.0/0")]
-    out += _check_space(v4, src, cluster)
-    out += _check_public_set(v4, src)
+    covered = netaddr.IPSet([str(net(r["dst"])) for r in v4])
+    out += _check_space(v4, covered, src, cluster)
+    out += _check_public_set(v4, covered, src)
     return out
 
 
-def _check_space(v4: list[dict[str, Any]], src: Source, cluster: list[Net]) -> list[Finding]:
-    covered = netaddr.IPSet([str(net(r["dst"])) for r in v4])
+def _check_space(
+    v4: list[dict[str, Any]], covered: netaddr.IPSet, src: Source, cluster: list[Net]
+) -> list[Finding]:
     out = []
     blocks = [(str(c), "the cluster's", "error") for c in cluster if c.version == 4]
     blocks += [(b, w, "error") for b, w in NEVER_ROUTED.items()]
@@ -274,8 +276,9 @@ def near_public(covered: netaddr.IPSet) -> netaddr.IPSet | None:
     return public if (covered & public).size > public.size // 2 else None
 
 
-def _check_public_set(v4: list[dict[str, Any]], src: Source) -> list[Finding]:
-    covered = netaddr.IPSet([str(net(r["dst"])) for r in v4])
+def _check_public_set(
+    v4: list[dict[str, Any]], covered: netaddr.IPSet, src: Source
+) -> list[Finding]:
     public = near_public(covered)
     if public is None:
         return []
