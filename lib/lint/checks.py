@@ -171,8 +171,9 @@ def _check_store(ipam: dict[str, Any], src: Source) -> list[Finding]:
         (store, LeaseStoreConf, "store"),
         (store.get("tls"), TLSConf, "store.tls"),
     ):
+        known = _model_keys(model)
         for key in keys if isinstance(keys, dict) else []:
-            if key not in _model_keys(model):
+            if key not in known:
                 out.append(
                     Finding(
                         "warning", src.line_of(f'"{key}"'), f"ipam.{where}: unknown key {key!r}"
