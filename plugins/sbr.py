@@ -291,6 +291,9 @@ def remove(sock: rtnl.Rtnl, ips: list[IPInterface], oif: int | None) -> None:
     it stays. (The reference's sbr removes every rule from the address.)"""
     tables: set[int] = set()
     wanted = {host_net(ip) for ip in ips}
+    rules = [(r.src, r.table) for v in (4, 6) for r in sock.rules(v) if r.src in wanted]
+    if not rules:
+        return  # (a repeated DEL: no route dump)
     routes = {v: sock.routes(v) for v in (4, 6)}
     others = {
         r.table
@@ -298,14 +301,13 @@ def remove(sock: rtnl.Rtnl, ips: list[IPInterface], oif: int | None) -> None:
         for r in routes[v]
         if r.table not in _SHARED_TABLES and any(o != oif for _, o in r.paths())
     }
-    for version in (4, 6):
-        for rule in sock.rules(version):
-            if rule.src in wanted and rule.table not in others:
-                tables.add(rule.table)
-                err = sock.batch([rtnl.rule_request(False, rule.src, rule.table)])[0]
-                crashpoint.here("sbr.rule-removed")
-                if err is not None and err.errno not in (errno.ENOENT, errno.ESRCH):
-                    log(f"DEL: rule from {rule.src}: {err.strerror}")
+    for src, table in rules:
+        if table not in others:
+            tables.add(table)
+            err = sock.batch([rtnl.rule_request(False, src, table)])[0]
+            crashpoint.here("sbr.rule-removed")
+            if err is not None and err.errno not in (errno.ENOENT, errno.ESRCH):
+                log(f"DEL: rule from {src}: {err.strerror}")
     if oif is None or not tables:
         return  # (no link: the kernel dropped its routes with it)
     for version in (4, 6):
