@@ -29,12 +29,14 @@ from hypothesis import strategies as st
 from multihome.lib import lint
 from multihome.lib.lint import fix
 from multihome.lib.lint.checks import DROP_IN
+from tests import skips
 from tests.conftest import Topology
-from tests.rig import CNIBIN, REFERENCE_BIN, ROOT, Cnitool
+from tests.rig import CNIBIN, REFERENCE_BIN, Cnitool
 
-CORPUS = ROOT.parent / "shared" / "nad-corpus"
+CORPUS = skips.SHARED / "nad-corpus"
+NO_CORPUS = f"{skips.CORPUS} no corpus in {CORPUS}"
 FILES = sorted(p for p in CORPUS.glob("[0-9][0-9]-*") if p.suffix in (".yaml", ".json"))
-needs_corpus = pytest.mark.skipif(not FILES, reason=f"../shared absent: no corpus in {CORPUS}")
+needs_corpus = pytest.mark.skipif(not FILES, reason=NO_CORPUS)
 
 # What lint must say about each file: (level, fragment of the message). The reference
 # runs every file not listed in BROKEN; those must get no error.
@@ -88,13 +90,13 @@ def corpus_ids() -> list[str]:
 
 def corpus_file(number: str) -> Path:
     if not FILES:
-        pytest.skip(f"../shared absent: no corpus in {CORPUS}")
+        pytest.skip(NO_CORPUS)
     return next(p for p in FILES if p.name.startswith(number))
 
 
 def test_the_corpus_is_complete() -> None:
     if not FILES:
-        pytest.skip(f"../shared absent: no corpus in {CORPUS}")
+        pytest.skip(NO_CORPUS)
     assert [p.name[:2] for p in FILES] == [f"{n:02d}" for n in range(1, 41)]
 
 
