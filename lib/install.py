@@ -106,15 +106,16 @@ def install(source: Path, dest: Path, names: list[str] | None = None) -> list[st
     for name in names:
         if _swap_symlink(dest / name, f"{STORE}/{CURRENT}/{EXECUTABLE}"):
             changes.append(f"linked {name}")
-    retired = sorted(
-        (e for e in store.iterdir() if e.name not in {version, CURRENT} and e.name[0] != "."),
-        key=lambda e: e.stat().st_mtime,
+    retired = sorted(  # (retirement time, bundle), oldest first
+        (e.stat().st_mtime, e)
+        for e in store.iterdir()
+        if e.name not in {version, CURRENT} and e.name[0] != "."
     )
     # The version before current always stays (on a re-run, the last one retired).
-    keep = previous if previous and previous != version else retired[-1].name if retired else ""
+    keep = previous if previous and previous != version else retired[-1][1].name if retired else ""
     retired_before = time.time() - RETIRE_GRACE
-    for entry in retired:
-        if entry.name == keep or entry.stat().st_mtime > retired_before:
+    for mtime, entry in retired:
+        if entry.name == keep or mtime > retired_before:
             continue  # a call may still be running from it
         shutil.rmtree(entry, ignore_errors=True)
         changes.append(f"removed old bundle {entry.name}")
