@@ -96,12 +96,17 @@ def pytest_runtest_makereport(
     return report
 
 
-@pytest.fixture(scope="session")
-def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[etcdrig.EtcdCluster]:
-    """One etcd member on loopback for the session; each test uses a key prefix of its own."""
+def needs_etcd() -> None:
+    """Skip when etcd cannot run here (a skip CI does not allow: set-up installs it)."""
     reason = etcdrig.missing()
     if reason:
         pytest.skip(f"needs etcd: {reason}")
+
+
+@pytest.fixture(scope="session")
+def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[etcdrig.EtcdCluster]:
+    """One etcd member on loopback for the session; each test uses a key prefix of its own."""
+    needs_etcd()
     with etcdrig.EtcdCluster(tmp_path_factory.mktemp("etcd")) as cluster:
         yield cluster
 
@@ -157,9 +162,7 @@ def topo(request: pytest.FixtureRequest, netns_factory: Callable[[str], Netns]) 
 @pytest.fixture
 def host_etcd(topo: Topology, tmp_path: Path) -> Iterator[etcdrig.EtcdCluster]:
     """etcd on the "host" namespace's loopback, where libcni runs the plugins."""
-    reason = etcdrig.missing()
-    if reason:
-        pytest.skip(f"needs etcd: {reason}")
+    needs_etcd()
     with etcdrig.EtcdCluster(tmp_path / "etcd", netns=topo.host.name) as cluster:
         yield cluster
 

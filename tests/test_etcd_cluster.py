@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from conformance import etcdrig
+from tests.conftest import needs_etcd
 from tests.etcd_helpers import NET, Net, addresses, call, leases, owners
 from tests.rig import CNIBIN, Netns, one_json
 from tests.shapes import check_error
@@ -24,9 +25,7 @@ pytestmark = [pytest.mark.privileged, pytest.mark.needs_tool(str(CNIBIN / "mh-ip
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[etcdrig.EtcdCluster]:
-    reason = etcdrig.missing()
-    if reason:
-        pytest.skip(f"needs etcd: {reason}")
+    needs_etcd()
     with etcdrig.EtcdCluster(tmp_path / "etcd", size=3) as running:
         yield running
 

@@ -21,6 +21,7 @@ import pytest
 from conformance import etcdrig
 from conformance.fakes import Listener
 from tests import etcd_node
+from tests.conftest import needs_etcd
 from tests.etcd_helpers import NET, Net, addresses, call, lease_docs, leases, ok, owners
 from tests.ipam_helpers import SEED_RANGES
 from tests.rig import CNIBIN, Netns, one_json
@@ -319,9 +320,7 @@ def test_a_reply_lost_after_the_commit_leaks_nothing(etcd: etcdrig.EtcdCluster, 
 
 
 def test_tls_with_client_certificates(tmp_path: Path, pod: Netns) -> None:
-    reason = etcdrig.missing()
-    if reason:
-        pytest.skip(f"needs etcd: {reason}")
+    needs_etcd()
     tls = etcdrig.TLSFiles.make(etcd_node.tls_dir("pki"))  # where the node keeps them
     with etcdrig.EtcdCluster(tmp_path / "etcd", tls=tls) as cluster:
         good = {"ca": str(tls.ca), "cert": str(tls.client_cert), "key": str(tls.client_key)}

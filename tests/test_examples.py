@@ -20,6 +20,7 @@ import yaml
 
 from conformance import etcdrig
 from tests import etcd_node
+from tests.conftest import needs_etcd
 from tests.rig import CNIBIN, ROOT, Cnitool, Netns
 
 EXAMPLES = ROOT / "packaging" / "examples"
@@ -100,8 +101,7 @@ def etcd_for(conf: dict[str, Any], host: Netns, tmp: Path) -> Iterator[None]:
     if store.get("type") != "etcd":
         yield
         return
-    if etcdrig.missing():
-        pytest.skip(f"needs etcd: {etcdrig.missing()}")
+    needs_etcd()
     name = store.get("profile", "default")
     profile = json.loads((EXAMPLES / "etcd.conf").read_text())["profiles"][name]
     tls = etcdrig.TLSFiles.make(etcd_node.tls_dir("pki")) if "tls" in profile else None

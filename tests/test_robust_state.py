@@ -6,17 +6,16 @@ from types import SimpleNamespace
 
 import pytest
 
-from conformance import etcdrig, robust_state
+from conformance import robust_state
 from multihome.lib import registry
+from tests.conftest import needs_etcd
 from tests.rig import CNIBIN
 
 pytestmark = [pytest.mark.privileged, pytest.mark.needs_tool(str(CNIBIN / "mh-sbr"))]
 
 
 def test_bystanders_survive_hostile_cases() -> None:
-    reason = etcdrig.missing()
-    if reason:
-        pytest.skip(f"needs etcd: {reason}")
+    needs_etcd()
     own = registry.OWN_PROGRAM[0]
     registry.OWN_PROGRAM[0] = str((CNIBIN / "multihome").resolve())  # delegate in-process
     failures: list[str] = []
