@@ -8,7 +8,6 @@ test here keeps a 10x margin).
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -24,7 +23,7 @@ LAUNCHER = CNIBIN / "multihome-cni"
 # The import checks need the development launcher (a script running the venv's
 # interpreter); the frozen bundle has none, and its start-up is in test_dist.
 DEV_ONLY = pytest.mark.skipif(
-    not LAUNCHER.exists() and "MULTIHOME_CNI_BIN" in os.environ,
+    not LAUNCHER.exists() and skips.dist_run(),
     reason=f"{skips.DEV_ONLY} the development launcher; the bundle's start-up is in test_dist",
 )
 
