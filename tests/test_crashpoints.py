@@ -16,7 +16,7 @@ from conformance import crashrig, etcdrig
 from lib import crashpoint
 from tests import etcd_helpers
 from tests.conftest import Topology
-from tests.rig import CNIBIN, Cnitool, unique
+from tests.rig import CNIBIN, Cnitool
 
 pytestmark = [pytest.mark.privileged, pytest.mark.needs_tool(str(CNIBIN / "mh-sbr"))]
 
@@ -47,7 +47,7 @@ DEL_POINTS = {"sbr.rule-removed#1", "route.undone#1", "link.deleted#1"}
 
 
 def world(topo: Topology, tmp_path: Path, **etcd: object) -> crashrig.World:
-    crashrig.pod_like_multus(topo.pod, topo.peer, unique("mhe"))
+    crashrig.settle(topo.pod)  # topo gives the pod its Multus eth0; wait out its DAD
     return crashrig.World(topo.pod, topo.host, [tmp_path / "data"], **etcd)  # type: ignore[arg-type]
 
 

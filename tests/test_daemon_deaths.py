@@ -14,13 +14,13 @@ import pytest
 
 from conformance import crashrig
 from tests.conftest import Topology
-from tests.rig import CNIBIN, unique
+from tests.rig import CNIBIN
 
 pytestmark = [pytest.mark.privileged, pytest.mark.needs_tool(str(CNIBIN / "multihome"))]
 
 
 def test_daemon_deaths_mid_request(topo: Topology, tmp_path: Path) -> None:
-    crashrig.pod_like_multus(topo.pod, topo.peer, unique("mhe"))
+    crashrig.settle(topo.pod)  # topo gives the pod its Multus eth0; wait out its DAD
     world = crashrig.World(topo.pod, topo.host, [tmp_path / "data"])
     conf = crashrig.chain("macvlan", topo.master, tmp_path / "data")
     figures = crashrig.DaemonDeaths(world, conf, tmp_path).run()
