@@ -112,6 +112,13 @@ def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[etcdrig.EtcdClust
 
 
 @pytest.fixture
+def no_node_etcd_conf(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No node etcd file (``MULTIHOME_ETCD_CONF`` names one that is absent): lint checks a
+    NAD's etcd profile only where the node file is. A test may write one there."""
+    monkeypatch.setenv("MULTIHOME_ETCD_CONF", str(tmp_path / "no-etcd.conf"))
+
+
+@pytest.fixture
 def netns_factory() -> Iterator[Callable[[str], Netns]]:
     made: list[Netns] = []
 

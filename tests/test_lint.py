@@ -16,11 +16,7 @@ from tests.rig import CNIBIN, ROOT
 SEEDS = Path(__file__).parent / "data" / "seeds"
 
 
-@pytest.fixture(autouse=True)
-def _no_node_etcd_conf(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Lint checks a NAD's etcd profile only where the node file is; here there is none,
-    unless a test writes one."""
-    monkeypatch.setenv("MULTIHOME_ETCD_CONF", str(tmp_path / "no-etcd.conf"))
+pytestmark = pytest.mark.usefixtures("no_node_etcd_conf")
 
 
 def findings(path: Path) -> list[tuple[int, str, str]]:

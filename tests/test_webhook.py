@@ -44,10 +44,7 @@ POD_KIND = {"group": "", "version": "v1", "kind": "Pod"}
 NETWORKS = "k8s.v1.cni.cncf.io/networks"
 
 
-@pytest.fixture(autouse=True)
-def _no_node_etcd_conf(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """As in test_lint: no node etcd profile here (nor in the webhook's pod)."""
-    monkeypatch.setenv("MULTIHOME_ETCD_CONF", str(tmp_path / "no-etcd.conf"))
+pytestmark = pytest.mark.usefixtures("no_node_etcd_conf")  # nor in the webhook's pod
 
 
 # ---- a CA and the server's certificates ---------------------------------------------------
